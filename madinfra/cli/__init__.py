@@ -1,0 +1,64 @@
+"""The ``madinfra`` command. Sub-commands live in their own modules and register on ``app``.
+
+``main`` is the only place errors become exit codes: a MadinfraError prints its one sentence and
+exits 1; anything unexpected also exits 1 with one line (and the traceback only with
+``MADINFRA_DEBUG=1``), so users never see a traceback for input they can fix.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from madinfra.errors import MadinfraError
+
+app = typer.Typer(
+    name="madinfra",
+    help="Plan and apply distributed ML training and inference stacks on Kubernetes and SLURM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for module in ("stack_cmds", "engine_cmds"):
+        try:
+            importlib.import_module(f"madinfra.cli.{module}").register(app)
+        except ModuleNotFoundError as exc:  # TEMP while engine_cmds is being written
+            if exc.name != f"madinfra.cli.{module}":
+                raise
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except MadinfraError as err:
+        typer.echo(f"Error: {err}", err=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last line of defence against tracebacks
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("MADINFRA_DEBUG"):
+            raise
+        typer.echo(f"Error: internal error ({exc.__class__.__name__}: {exc}); rerun with MADINFRA_DEBUG=1 and report it", err=True)
+        sys.exit(1)
+    sys.exit(0)

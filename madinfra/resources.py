@@ -1,0 +1,122 @@
+"""Provider-neutral resources and the provider contract the engine drives.
+
+A Resource is what a provider wants to exist (``desired``) or found on the cluster (``read``):
+kind, name, a plain-dict spec, dependencies, and the kind's update rules, which tell the planner
+which field changes are in place and which force a replacement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol, runtime_checkable
+
+from madinfra.config.schema import StackSpec
+from madinfra.launchers.model import LaunchPlan
+
+
+@dataclass(frozen=True)
+class UpdateRules:
+    """Field paths (dotted, prefixes match sub-fields) with their update behaviour.
+
+    ``force_replace``: any change under these paths needs delete + create.
+    ``server_owned``: filled or changed by the cluster; never diffed.
+    ``replace_when_running``: in place while pending/not started, replace once running (SLURM).
+    Everything else is updated in place.
+    """
+
+    force_replace: tuple[str, ...] = ()
+    server_owned: tuple[str, ...] = ()
+    replace_when_running: tuple[str, ...] = ()
+    unordered_lists: tuple[str, ...] = ()
+
+
+@dataclass
+class Resource:
+    kind: str
+    name: str
+    spec: dict[str, Any]
+    depends_on: tuple[str, ...] = ()
+    gpus: int = 0
+    workload: bool = False
+    role: str | None = None
+    provider_id: str | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+ProgressCallback = Callable[[str, str], None]
+"""``progress(resource_id, message)``: providers report what they are doing, engine displays it."""
+
+ChangeAction = Literal["create", "update", "replace", "delete"]
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    path: str
+    before: Any
+    after: Any
+    forces_replace: bool = False
+
+
+@dataclass
+class Change:
+    """One planned action on one resource; ``fields`` name every differing field."""
+
+    action: ChangeAction
+    resource_id: str
+    desired: Resource | None
+    current: Resource | None
+    fields: list[FieldChange] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    drift: bool = False
+
+
+RecordCallback = Callable[[Change, "Resource | None", "Exception | None"], None]
+"""``record(change, live_resource_after, error)``: called once per change as soon as it is done
+(or failed), so the engine can write state after every single change."""
+
+
+@dataclass(frozen=True)
+class ProviderOptions:
+    """Everything a provider may need beyond the stack itself, mostly from CLI flags.
+
+    ``stack_dir`` resolves relative paths in the stack file (model.scripts_dir); ``work_dir`` is
+    the project's ``.madinfra`` directory (Pulumi's file backend lives under it).
+    """
+
+    stack_dir: Path = Path(".")
+    work_dir: Path = Path(".madinfra")
+    kubeconfig: str | None = None
+    kube_context: str | None = None
+    ssh_target: str | None = None
+    insecure_skip_host_key_check: bool = False
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What the engine needs from a target. Implementations live in ``providers/``, registered
+    through the ``madinfra.providers`` entry point group and loaded only when a stack names them."""
+
+    name: str
+
+    def desired(self, spec: StackSpec, launch: LaunchPlan) -> list[Resource]:
+        """Pure: the resources the stack should have."""
+
+    def read(self, stack: str) -> list[Resource]:
+        """Batched live read of every resource labelled with / named for the stack."""
+
+    def update_rules(self, kind: str) -> UpdateRules:
+        """How fields of a kind may change."""
+
+    def apply(self, changes: list[Change], progress: ProgressCallback, record: RecordCallback) -> None:
+        """Carry out the changes in dependency order, calling ``record`` after each one."""
+
+    def render_files(self, resources: list[Resource]) -> dict[str, str]:
+        """Pure: file name -> text of what would be deployed (manifests, sbatch scripts)."""
+
+    def close(self) -> None:
+        """Release connections."""
