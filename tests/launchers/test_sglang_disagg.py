@@ -1,0 +1,130 @@
+"""Disaggregated SGLang: pool split and ranks, mini_lb endpoints per target, SGLANG_DISAGG_* contract."""
+
+from __future__ import annotations
+
+import pytest
+
+from madinfra.launchers.addressing import SlurmAddressing
+
+CD = 'cd "${MADINFRA_WORKDIR:-.}" || exit 1'
+GUARD = ': "${MODEL_PATH:?names no model: set model.model_path or env_vars.MODEL_PATH in the stack}"'
+PREFILL_FILE = '"${MADINFRA_WORKDIR:-.}/endpoints/prefill"'
+DECODE_FILE = '"${MADINFRA_WORKDIR:-.}/endpoints/decode"'
+
+
+def _server(mode: str, host: str) -> str:
+    return (
+        f'python3 -m sglang.launch_server --model-path "$MODEL_PATH" --disaggregation-mode {mode} --tp-size 8'
+        f' --host "{host}" --port 30000 --trust-remote-code --disaggregation-transfer-backend mooncake'
+    )
+
+
+@pytest.mark.parametrize(
+    ("nnodes", "custom", "prefill", "decode"),
+    [(3, None, 1, 1), (5, None, 1, 3), (7, None, 2, 4), (11, None, 4, 6), (7, (4, 2), 4, 2)],
+)
+@pytest.mark.parametrize("target", ["k8s", "slurm"])
+def test_split_roles_and_ranks(plan, target, nnodes, custom, prefill, decode):
+    extra = {"distributed": {"sglang_disagg": {"prefill_nodes": custom[0], "decode_nodes": custom[1]}}} if custom else {}
+    p = plan(target, "sglang-disagg", nnodes, 8, extra=extra)
+    shape = [(r.role, r.nodes, r.first_rank, r.gpus_per_node) for r in p.roles]
+    assert shape == [("proxy", 1, 0, 0), ("prefill", prefill, 1, 8), ("decode", decode, 1 + prefill, 8)]
+    assert list(p.role("decode").ranks) == list(range(1 + prefill, nnodes))
+    assert p.total_gpus == (nnodes - 1) * 8
+    assert p.workload == "service"
+
+
+def test_k8s_proxy_lists_every_prefill_and_decode_pod(plan):
+    p = plan("k8s", "sglang-disagg", 7, 8, port=23456)
+    proxy = p.role("proxy")
+    prefill = " ".join(f"http://demo-prefill-{i}.demo-prefill.ml.svc.cluster.local:30000" for i in range(2))
+    decode = " ".join(f"http://demo-decode-{i}.demo-decode.ml.svc.cluster.local:30000" for i in range(4))
+    assert proxy.command == (
+        f"{CD}\npython3 -m sglang.srt.disaggregation.mini_lb --prefill {prefill} --decode {decode}"
+        " --host 0.0.0.0 --port 23456"
+    )
+    assert p.service_port == 23456 and proxy.ports == {"http": 23456}
+    assert "MAD_MULTI_NODE_RUNNER" not in proxy.env
+
+
+def test_k8s_env_contract(plan):
+    p = plan("k8s", "sglang-disagg", 5, 8)
+    proxy, prefill, decode = p.roles
+    for role in p.roles:
+        assert (role.env["TOTAL_PODS"], role.env["PREFILL_COUNT"], role.env["DECODE_COUNT"], role.env["TP_SIZE"]) == ("5", "1", "3", "8")
+        assert "POD_IP" in dict(role.runtime_env)
+    assert proxy.env["POD_INDEX"] == "0"
+    assert prefill.env["POD_INDEX"] == "1"
+    assert dict(decode.runtime_env)["POD_INDEX"] == "$(( 2 + ${HOSTNAME##*-} ))"
+    assert dict(decode.runtime_env)["NODE_RANK"] == "$(( 2 + ${HOSTNAME##*-} ))"
+    assert prefill.command == f"{CD}\n{GUARD}\n{_server('prefill', '${POD_IP}')}"
+    assert decode.command == f"{CD}\n{GUARD}\n{_server('decode', '${POD_IP}')}"
+    assert prefill.env["MODEL_PATH"] == "/models/llama"
+
+
+def test_proxy_needs_no_gpu_and_sets_no_visibility(plan):
+    proxy = plan("k8s", "sglang-disagg", 3, 8).role("proxy")
+    assert proxy.gpus_per_node == 0
+    assert not {"HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"} & set(proxy.env)
+    assert proxy.unset_env == ()
+
+
+def test_slurm_env_contract(plan):
+    p = plan("slurm", "sglang-disagg", 7, 8, extra={"distributed": {"sglang_disagg": {"prefill_nodes": 4, "decode_nodes": 2}}})
+    hosts = SlurmAddressing("demo").hosts_expr()
+    for role in p.roles:
+        env, runtime = role.env, dict(role.runtime_env)
+        assert env["SGLANG_DISAGG_MODE"] == "enabled"
+        assert (env["SGLANG_DISAGG_PREFILL_NODES"], env["SGLANG_DISAGG_DECODE_NODES"], env["SGLANG_DISAGG_TOTAL_NODES"]) == ("4", "2", "7")
+        assert env["SGLANG_TP_SIZE"] == "8"
+        assert runtime["SGLANG_NODE_IPS"] == hosts
+    proxy, prefill, decode = p.roles
+    assert proxy.env["SGLANG_NODE_RANK"] == "0"
+    assert dict(prefill.runtime_env)["SGLANG_NODE_RANK"] == "$(( 1 + ${SLURM_PROCID} ))"
+    assert dict(decode.runtime_env)["SGLANG_NODE_RANK"] == "$(( 5 + ${SLURM_PROCID} ))"
+    assert decode.command == f"{CD}\n{GUARD}\n{_server('decode', '${SGLANG_HOST_IP}')}"
+
+
+def test_slurm_proxy_reads_endpoint_files_at_run_time(plan):
+    proxy = plan("slurm", "sglang-disagg", 3, 8, port=23456).role("proxy")
+    lines = proxy.command.splitlines()
+    assert lines[0] == CD
+    assert lines[1] == f"for _ in $(seq 150); do [ -s {PREFILL_FILE} ] && [ -s {DECODE_FILE} ] && break; sleep 2; done"
+    assert lines[2] == (
+        f"python3 -m sglang.srt.disaggregation.mini_lb --prefill $(cat {PREFILL_FILE}) --decode $(cat {DECODE_FILE})"
+        " --host 0.0.0.0 --port 23456"
+    )
+
+
+def test_slurm_proxy_splits_endpoint_lines_into_arguments(plan, run_role, tmp_path):
+    proxy = plan("slurm", "sglang-disagg", 4, 8, port=23456).role("proxy")
+    endpoints = tmp_path / "work" / "endpoints"
+    endpoints.mkdir(parents=True)
+    (endpoints / "prefill").write_text("http://10.0.0.2:30000\n")
+    (endpoints / "decode").write_text("http://10.0.0.3:30000\nhttp://10.0.0.4:30000\n")
+    proc, argv, _ = run_role(proxy, "python3", {"SLURM_JOB_NODELIST": "node1", "SLURM_PROCID": "0", "SLURM_JOB_ID": "9"})
+    assert proc.returncode == 0, proc.stderr
+    assert argv == [
+        "-m", "sglang.srt.disaggregation.mini_lb", "--prefill", "http://10.0.0.2:30000",
+        "--decode", "http://10.0.0.3:30000", "http://10.0.0.4:30000", "--host", "0.0.0.0", "--port", "23456",
+    ]
+
+
+def test_service_port_moves_the_proxy(plan):
+    p = plan("k8s", "sglang-disagg", 3, 8, extra={"service": {"port": 8080}})
+    assert p.service_port == 8080
+    assert p.role("proxy").command.endswith("--host 0.0.0.0 --port 8080")
+    assert p.role("prefill").ports == {"http": 30000}
+
+
+def test_model_script_runs_in_every_pool_instead_of_native_servers(plan):
+    p = plan("slurm", "sglang-disagg", 3, 8, extra={"model": {"model_path": None, "script": "scripts/sglang_disagg/run.sh", "args": ["--xp", "1"]}})
+    for role in p.roles:
+        assert role.command == f"{CD}\nbash scripts/sglang_disagg/run.sh --xp 1"
+
+
+def test_k8s_global_rank_of_a_decode_pod(plan, run_role):
+    decode = plan("k8s", "sglang-disagg", 5, 8).role("decode")
+    proc, argv, _ = run_role(decode, "probe", {"HOSTNAME": "demo-decode-2", "POD_IP": "10.1.2.3"}, command='probe "$POD_INDEX" "$NODE_RANK" "$POD_IP"')
+    assert proc.returncode == 0, proc.stderr
+    assert argv == ["4", "4", "10.1.2.3"]
