@@ -73,7 +73,25 @@ def proxy_lines(ctx: LaunchContext, prefill: int, decode: int) -> list[str]:
     polls = max(1, ctx.spec.slurm.ready_timeout // 2)
     return [
         f"for _ in $(seq {polls}); do [ -s {files[0]} ] && [ -s {files[1]} ] && break; sleep 2; done",
-        f"{lb} --prefill $(cat {files[0]}) --decode $(cat {files[1]}) {tail}",
+        *supervise(f"{lb} --prefill $(cat {files[0]}) --decode $(cat {files[1]}) {tail}", files),
+    ]
+
+
+def supervise(proxy: str, files: list[str]) -> list[str]:
+    """Run the proxy and restart it (inside the same SLURM job) whenever apply rewrites an
+    endpoint file, so resizing one pool neither resubmits the proxy job nor touches the other
+    pool. If the proxy exits by itself, the job ends with its exit status."""
+    return [
+        f"endpoints_sum() {{ cat {' '.join(files)} 2>/dev/null | cksum; }}",
+        "while true; do",
+        "  seen=$(endpoints_sum)",
+        f"  {proxy} &",
+        "  proxy_pid=$!",
+        '  while kill -0 "$proxy_pid" 2>/dev/null && [ "$(endpoints_sum)" = "$seen" ]; do sleep 2; done',
+        '  if ! kill -0 "$proxy_pid" 2>/dev/null; then wait "$proxy_pid"; exit $?; fi',
+        '  echo "madinfra: endpoint lists changed; restarting the proxy" >&2',
+        '  kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null',
+        "done",
     ]
 
 

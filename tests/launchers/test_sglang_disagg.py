@@ -90,10 +90,50 @@ def test_slurm_proxy_reads_endpoint_files_at_run_time(plan):
     lines = proxy.command.splitlines()
     assert lines[0] == CD
     assert lines[1] == f"for _ in $(seq 150); do [ -s {PREFILL_FILE} ] && [ -s {DECODE_FILE} ] && break; sleep 2; done"
-    assert lines[2] == (
-        f"python3 -m sglang.srt.disaggregation.mini_lb --prefill $(cat {PREFILL_FILE}) --decode $(cat {DECODE_FILE})"
-        " --host 0.0.0.0 --port 23456"
-    )
+    assert (
+        f"  python3 -m sglang.srt.disaggregation.mini_lb --prefill $(cat {PREFILL_FILE}) --decode $(cat {DECODE_FILE})"
+        " --host 0.0.0.0 --port 23456 &"
+    ) in lines
+
+
+def test_slurm_proxy_restarts_in_place_when_endpoint_files_change(plan, tmp_path):
+    """Resizing a pool rewrites an endpoint file: the proxy process restarts, its job does not."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from madinfra.launchers.model import RoleLaunch
+
+    proxy: RoleLaunch = plan("slurm", "sglang-disagg", 4, 8, port=23456).role("proxy")
+    work = tmp_path / "work"
+    (work / "endpoints").mkdir(parents=True)
+    (work / "endpoints" / "prefill").write_text("http://a:30000\n")
+    (work / "endpoints" / "decode").write_text("http://b:30000\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    starts = tmp_path / "starts"
+    (bin_dir / "python3").write_text(f'#!/bin/bash\necho "$*" >> {starts}\nexec sleep 60\n')
+    (bin_dir / "python3").chmod(0o755)
+    script = tmp_path / "proxy.sh"
+    script.write_text(proxy.command)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "MADINFRA_WORKDIR": str(work)}
+    proc = subprocess.Popen(["bash", str(script)], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (starts.exists() and starts.read_text().count("mini_lb") == 1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (work / "endpoints" / "decode").write_text("http://b:30000\nhttp://c:30000\n")
+        deadline = time.monotonic() + 15
+        while starts.read_text().count("mini_lb") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        runs = starts.read_text().splitlines()
+        assert len(runs) == 2, runs
+        assert "--decode http://b:30000 http://c:30000" in runs[1]
+        assert proc.poll() is None  # the job's main process kept running
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def test_slurm_proxy_splits_endpoint_lines_into_arguments(plan, run_role, tmp_path):
