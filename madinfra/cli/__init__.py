@@ -37,6 +37,10 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
@@ -52,11 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("Interrupted.", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - last line of defence against tracebacks
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if _is_usage_error(exc):  # typer vendors click; match its ClickException by name
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if os.environ.get("MADINFRA_DEBUG"):
             raise
         typer.echo(f"Error: internal error ({exc.__class__.__name__}: {exc}); rerun with MADINFRA_DEBUG=1 and report it", err=True)
