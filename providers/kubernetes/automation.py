@@ -1,0 +1,173 @@
+"""Running the Pulumi program: Automation API ``up``/``destroy`` with a local file backend.
+
+State lives under ``<work_dir>/pulumi/state`` (``file://`` backend, no Pulumi Cloud login) and
+is encrypted with a passphrase secrets provider: ``PULUMI_CONFIG_PASSPHRASE`` or
+``PULUMI_CONFIG_PASSPHRASE_FILE`` when the user set one, else a random passphrase madinfra keeps
+in ``<work_dir>/pulumi/passphrase`` (mode 0600). Engine events are turned into progress lines
+and one ``record`` call per planned change, as soon as Pulumi reports that resource done.
+
+The ``pulumi`` binary is looked up before anything else happens, so a machine without it gets
+one sentence saying what to install and nothing is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as random_secrets
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from madinfra.errors import MadinfraError, ProviderError
+from madinfra.resources import Change, ProgressCallback, RecordCallback, Resource
+from providers.kubernetes.program import PROJECT, resource_id_from_urn
+
+INSTALL_HINT = "install it with `curl -fsSL https://get.pulumi.com | sh` (or see https://www.pulumi.com/docs/install/) and make sure `pulumi` is on PATH"
+_INTERMEDIATE_OPS = frozenset({"delete-replaced", "discard-replaced", "read", "read-replacement", "refresh", "remove-pending-replace"})
+_DELETE_OPS = frozenset({"delete", "discard"})
+
+ToLive = Callable[[dict[str, Any], str], Resource]
+
+
+def require_pulumi(action: str = "apply") -> str:
+    """Path of the ``pulumi`` binary, or a MadinfraError saying what to install."""
+    path = shutil.which("pulumi")
+    if path is None:
+        raise MadinfraError(
+            f"madinfra {action} deploys Kubernetes stacks with Pulumi, but the `pulumi` command is not installed; {INSTALL_HINT} (plan, render and validate work without it)"
+        )
+    return path
+
+
+def passphrase_env(pulumi_dir: Path) -> dict[str, str]:
+    """The passphrase settings to hand to Pulumi (the user's own if set)."""
+    if os.environ.get("PULUMI_CONFIG_PASSPHRASE") is not None or os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
+        return {}
+    path = pulumi_dir / "passphrase"
+    if not path.exists():
+        pulumi_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(random_secrets.token_urlsafe(32))
+    return {"PULUMI_CONFIG_PASSPHRASE_FILE": str(path)}
+
+
+def select_stack(stack: str, work_dir: Path, program: Callable[[], None]) -> Any:
+    """Create or select the Pulumi stack ``stack`` of project ``madinfra`` in the file backend."""
+    from pulumi import automation as auto
+
+    pulumi_dir = (work_dir / "pulumi").resolve()
+    state_dir = pulumi_dir / "state"
+    project_dir = pulumi_dir / "project"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    project_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_KUBERNETES_MANAGED_BY_LABEL": "madinfra",
+        **passphrase_env(pulumi_dir),
+    }
+    settings = auto.ProjectSettings(name=PROJECT, runtime="python", backend=auto.ProjectBackend(url=f"file://{state_dir}"))
+    options = auto.LocalWorkspaceOptions(work_dir=str(project_dir), project_settings=settings, secrets_provider="passphrase", env_vars=env)
+    try:
+        return auto.create_or_select_stack(stack_name=stack, project_name=PROJECT, program=program, opts=options)
+    except FileNotFoundError:
+        raise MadinfraError(f"the `pulumi` command could not be run; {INSTALL_HINT}") from None
+    except auto.CommandError as exc:
+        raise ProviderError(f"Pulumi could not open stack '{stack}' in {state_dir}: {_last_line(str(exc))}") from None
+
+
+def _op(meta: Any) -> str:
+    """The step's operation as plain text (events carry an ``OpType`` str enum)."""
+    return str(getattr(meta.op, "value", meta.op))
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(("code:", "stdout:", "stderr:"))]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["unknown error"])[-1]
+
+
+class EventRouter:
+    """Engine events -> progress lines and exactly one ``record`` per planned change."""
+
+    def __init__(self, changes: list[Change], progress: ProgressCallback, record: RecordCallback, to_live: ToLive):
+        self.changes = {c.resource_id: c for c in changes}
+        self.progress = progress
+        self.record = record
+        self.to_live = to_live
+        self.recorded: set[str] = set()
+        self.errors: dict[str, str] = {}
+
+    def _once(self, rid: str, live: Resource | None, error: Exception | None) -> None:
+        if rid in self.recorded or rid not in self.changes:
+            return
+        self.recorded.add(rid)
+        self.record(self.changes[rid], live, error)
+
+    def __call__(self, event: Any) -> None:
+        if event.diagnostic_event is not None and event.diagnostic_event.urn:
+            diag = event.diagnostic_event
+            rid = resource_id_from_urn(diag.urn)
+            message = " ".join(diag.message.split())
+            if message:
+                self.progress(rid, message)
+            if diag.severity == "error" and message:
+                self.errors[rid] = message
+        elif event.resource_pre_event is not None:
+            meta = event.resource_pre_event.metadata
+            rid = resource_id_from_urn(meta.urn)
+            if rid in self.changes and _op(meta) != "same":
+                self.progress(rid, f"{_op(meta)} started")
+        elif event.res_outputs_event is not None:
+            self._outputs(event.res_outputs_event.metadata)
+        elif event.res_op_failed_event is not None:
+            rid = resource_id_from_urn(event.res_op_failed_event.metadata.urn)
+            why = self.errors.get(rid, f"Pulumi {_op(event.res_op_failed_event.metadata)} failed")
+            self._once(rid, None, ProviderError(f"{rid}: {why}"))
+
+    def _outputs(self, meta: Any) -> None:
+        rid = resource_id_from_urn(meta.urn)
+        change = self.changes.get(rid)
+        op = _op(meta)
+        if change is None or op in _INTERMEDIATE_OPS:
+            return
+        if change.action == "delete":
+            if op in _DELETE_OPS:
+                self.progress(rid, "deleted")
+                self._once(rid, None, None)
+            return
+        if op in _DELETE_OPS:
+            return
+        state = meta.new
+        outputs = dict(state.outputs) if state is not None and state.outputs else {}
+        kind = rid.split("/")[1]
+        self.progress(rid, "done" if op == "same" else f"{op} done")
+        self._once(rid, self.to_live(outputs, kind) if outputs.get("metadata") else None, None)
+
+    def unrecorded(self) -> list[Change]:
+        return [c for rid, c in self.changes.items() if rid not in self.recorded]
+
+
+def up(stack: Any, targets: list[str], router: EventRouter) -> None:
+    """``pulumi up`` limited to the planned resources, refreshing first so drift is seen."""
+    from pulumi import automation as auto
+
+    try:
+        stack.up(on_event=router, target=targets, refresh=True, color="never", suppress_outputs=True, suppress_progress=True)
+    except FileNotFoundError:
+        raise MadinfraError(f"the `pulumi` command could not be run; {INSTALL_HINT}") from None
+    except auto.CommandError as exc:
+        detail = next(iter(router.errors.values()), None) or _last_line(str(exc))
+        raise ProviderError(f"pulumi up failed for stack '{stack.name}': {detail}") from None
+
+
+def destroy(stack: Any, router: EventRouter) -> None:
+    from pulumi import automation as auto
+
+    try:
+        stack.destroy(on_event=router, color="never", suppress_outputs=True, suppress_progress=True)
+    except FileNotFoundError:
+        raise MadinfraError(f"the `pulumi` command could not be run; {INSTALL_HINT}") from None
+    except auto.CommandError as exc:
+        detail = next(iter(router.errors.values()), None) or _last_line(str(exc))
+        raise ProviderError(f"pulumi destroy failed for stack '{stack.name}': {detail}") from None
