@@ -28,4 +28,5 @@ def compile(spec: StackSpec) -> LaunchPlan:  # noqa: A001 - the name the design 
         master_port=ctx.port,
         roles=tuple(compiler.roles(ctx)),
         service_port=compiler.service_port(ctx) if compiler.service_port else None,
+        topology_env=compiler.topology(ctx) if compiler.topology else {},
     )

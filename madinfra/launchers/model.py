@@ -43,6 +43,10 @@ class LaunchPlan:
     master_port: int
     roles: tuple[RoleLaunch, ...]
     service_port: int | None = None
+    topology_env: dict[str, str] = field(default_factory=dict)
+    """Stack-wide literal values that describe its shape (pool sizes, first ranks). Providers
+    deliver them out of band (a ConfigMap via envFrom, a sourced file on SLURM), never in a
+    role's own spec, so resizing one pool does not restart the others."""
 
     def role(self, name: str) -> RoleLaunch:
         for role in self.roles:

@@ -21,6 +21,7 @@ class LauncherCompiler:
     workload: Workload
     roles: Callable[[LaunchContext], list[RoleLaunch]]
     service_port: Callable[[LaunchContext], int] | None = None
+    topology: Callable[[LaunchContext], dict[str, str]] | None = None
 
 
 COMPILERS: dict[str | None, LauncherCompiler] = {
@@ -31,7 +32,7 @@ COMPILERS: dict[str | None, LauncherCompiler] = {
     "torchtitan": LauncherCompiler("training", torchtitan.roles),
     "vllm": LauncherCompiler("service", vllm.roles, vllm.service_port),
     "sglang": LauncherCompiler("service", sglang.roles, sglang.service_port),
-    "sglang-disagg": LauncherCompiler("service", sglang_disagg.roles, sglang_disagg.service_port),
+    "sglang-disagg": LauncherCompiler("service", sglang_disagg.roles, sglang_disagg.service_port, sglang_disagg.topology),
 }
 
 

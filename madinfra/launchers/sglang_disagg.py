@@ -15,6 +15,12 @@ SLURM provider); the unquoted ``$(cat ...)`` splits them into arguments on purpo
 
 SLURM env follows madengine's SGLANG_DISAGG_* contract so a role-picking model script keeps
 working; SGLANG_NODE_IPS lists the hosts of this pool's own allocation.
+
+The values that describe the whole stack's shape (pool sizes, node totals and each pool's first
+global rank) are the LaunchPlan's ``topology_env``, not any role's env: providers deliver them
+out of band (ConfigMap via envFrom, a sourced file on SLURM), and ranks are computed on the node
+from ``MADINFRA_FIRST_RANK_<POOL>``. So resizing the prefill pool leaves the decode pool's spec
+byte-for-byte unchanged, and its pods/jobs keep running (DESIGN: resize one pool in place).
 """
 
 from __future__ import annotations
@@ -106,22 +112,52 @@ def server_line(ctx: LaunchContext, mode: str) -> str:
     return f"{line} {extra}" if extra else line
 
 
-def _topology(ctx: LaunchContext, draft: RoleDraft, prefill: int, decode: int) -> None:
-    rank = ctx.rank(draft.role, draft.first_rank, draft.nodes)
+def first_rank_var(pool: str) -> str:
+    return f"MADINFRA_FIRST_RANK_{pool.upper()}"
+
+
+def topology(ctx: LaunchContext) -> dict[str, str]:
+    """The stack's shape, delivered to every role out of band (see the module docstring)."""
+    prefill, decode = split(ctx)
+    shape: dict[str, int] = {
+        "NNODES": ctx.nnodes,
+        "WORLD_SIZE": ctx.nnodes,
+        first_rank_var("prefill"): 1,
+        first_rank_var("decode"): 1 + prefill,
+    }
     if ctx.on_k8s:
-        draft.put("POD_INDEX", rank)
-        draft.set("TOTAL_PODS", ctx.nnodes)
-        draft.set("PREFILL_COUNT", prefill)
-        draft.set("DECODE_COUNT", decode)
+        shape.update(TOTAL_PODS=ctx.nnodes, PREFILL_COUNT=prefill, DECODE_COUNT=decode)
+    else:
+        shape.update(
+            MAD_TOTAL_NODES=ctx.nnodes,
+            SGLANG_DISAGG_PREFILL_NODES=prefill,
+            SGLANG_DISAGG_DECODE_NODES=decode,
+            SGLANG_DISAGG_TOTAL_NODES=ctx.nnodes,
+        )
+    return {name: str(value) for name, value in shape.items()}
+
+
+def _pool_rank(ctx: LaunchContext, role: str) -> str:
+    """Global rank: 0 for the proxy, else the pool's first rank (from the topology) + index."""
+    if role == "proxy":
+        return "0"
+    index = "${HOSTNAME##*-}" if ctx.on_k8s else "${SLURM_PROCID}"
+    return f"$(( ${{{first_rank_var(role)}}} + {index} ))"
+
+
+def _topology(ctx: LaunchContext, draft: RoleDraft) -> None:
+    for name in topology(ctx):
+        draft.env.pop(name, None)
+    rank = _pool_rank(ctx, draft.role)
+    rank_vars = ["NODE_RANK", "RANK"] + (["POD_INDEX"] if ctx.on_k8s else ["MAD_NODE_RANK", "SGLANG_NODE_RANK"])
+    for name in rank_vars:
+        draft.put(name, rank)
+    if ctx.on_k8s:
         draft.set("TP_SIZE", ctx.nproc)
         export_pod_ip(ctx, draft)
         return
     draft.set("SGLANG_DISAGG_MODE", "enabled")
-    draft.set("SGLANG_DISAGG_PREFILL_NODES", prefill)
-    draft.set("SGLANG_DISAGG_DECODE_NODES", decode)
-    draft.set("SGLANG_DISAGG_TOTAL_NODES", ctx.nnodes)
     draft.set("SGLANG_TP_SIZE", ctx.nproc)
-    draft.put("SGLANG_NODE_RANK", rank)
     assert isinstance(ctx.addressing, SlurmAddressing)
     draft.export("SGLANG_NODE_IPS", ctx.addressing.hosts_expr())
     draft.export("SGLANG_HOST_IP", ctx.self_ip())
@@ -137,7 +173,7 @@ def roles(ctx: LaunchContext) -> list[RoleLaunch]:
     result = []
     for role, nodes, first_rank, gpus in pools:
         draft = start_role(ctx, role, nodes, first_rank, gpus, ray_style=True)
-        _topology(ctx, draft, prefill, decode)
+        _topology(ctx, draft)
         if ctx.spec.model.script:
             draft.run(script_line(ctx.spec.model.script, ctx.args, runner=False))
         elif role == "proxy":

@@ -59,7 +59,9 @@ def test_roles_and_common_contract(spec, launcher, target, multi, nproc):
     assert sum(r.nodes for r in p.roles) == stack.distributed.nnodes
     for role in p.roles:
         runtime = dict(role.runtime_env)
-        assert role.env["NNODES"] == str(stack.distributed.nnodes)
+        # Stack-shape values reach a role either in its env or through the plan's topology.
+        assert {**p.topology_env, **role.env}["NNODES"] == str(stack.distributed.nnodes)
+        assert not set(p.topology_env) & (set(role.env) | set(runtime))
         assert role.env["NPROC_PER_NODE"] == role.env["MAD_RUNTIME_NGPUS"] == str(nproc)
         assert role.env["MASTER_PORT"] == "23456"
         assert role.env["MAD_LAUNCHER_TYPE"] == (launcher or "none")
@@ -162,7 +164,7 @@ def test_role_command_override_replaces_only_the_command(spec):
     p = compile(stack)
     decode = p.role("decode")
     assert decode.command == "python3 -m http.server 30000 --bind 127.0.0.1"
-    assert decode.env["DECODE_COUNT"] == "1" and decode.env["MODEL_PATH"] == "/models/llama"
+    assert p.topology_env["DECODE_COUNT"] == "1" and decode.env["MODEL_PATH"] == "/models/llama"
     assert p.role("prefill").command.startswith(CD)
 
 

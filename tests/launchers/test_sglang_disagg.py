@@ -50,13 +50,16 @@ def test_k8s_proxy_lists_every_prefill_and_decode_pod(plan):
 def test_k8s_env_contract(plan):
     p = plan("k8s", "sglang-disagg", 5, 8)
     proxy, prefill, decode = p.roles
+    topology = p.topology_env
+    assert (topology["TOTAL_PODS"], topology["PREFILL_COUNT"], topology["DECODE_COUNT"]) == ("5", "1", "3")
+    assert (topology["MADINFRA_FIRST_RANK_PREFILL"], topology["MADINFRA_FIRST_RANK_DECODE"]) == ("1", "2")
     for role in p.roles:
-        assert (role.env["TOTAL_PODS"], role.env["PREFILL_COUNT"], role.env["DECODE_COUNT"], role.env["TP_SIZE"]) == ("5", "1", "3", "8")
+        assert role.env["TP_SIZE"] == "8"
         assert "POD_IP" in dict(role.runtime_env)
     assert proxy.env["POD_INDEX"] == "0"
-    assert prefill.env["POD_INDEX"] == "1"
-    assert dict(decode.runtime_env)["POD_INDEX"] == "$(( 2 + ${HOSTNAME##*-} ))"
-    assert dict(decode.runtime_env)["NODE_RANK"] == "$(( 2 + ${HOSTNAME##*-} ))"
+    assert dict(prefill.runtime_env)["POD_INDEX"] == "$(( ${MADINFRA_FIRST_RANK_PREFILL} + ${HOSTNAME##*-} ))"
+    assert dict(decode.runtime_env)["POD_INDEX"] == "$(( ${MADINFRA_FIRST_RANK_DECODE} + ${HOSTNAME##*-} ))"
+    assert dict(decode.runtime_env)["NODE_RANK"] == "$(( ${MADINFRA_FIRST_RANK_DECODE} + ${HOSTNAME##*-} ))"
     assert prefill.command == f"{CD}\n{GUARD}\n{_server('prefill', '${POD_IP}')}"
     assert decode.command == f"{CD}\n{GUARD}\n{_server('decode', '${POD_IP}')}"
     assert prefill.env["MODEL_PATH"] == "/models/llama"
@@ -72,17 +75,32 @@ def test_proxy_needs_no_gpu_and_sets_no_visibility(plan):
 def test_slurm_env_contract(plan):
     p = plan("slurm", "sglang-disagg", 7, 8, extra={"distributed": {"sglang_disagg": {"prefill_nodes": 4, "decode_nodes": 2}}})
     hosts = SlurmAddressing("demo").hosts_expr()
+    topology = p.topology_env
+    assert (topology["SGLANG_DISAGG_PREFILL_NODES"], topology["SGLANG_DISAGG_DECODE_NODES"], topology["SGLANG_DISAGG_TOTAL_NODES"]) == ("4", "2", "7")
     for role in p.roles:
         env, runtime = role.env, dict(role.runtime_env)
         assert env["SGLANG_DISAGG_MODE"] == "enabled"
-        assert (env["SGLANG_DISAGG_PREFILL_NODES"], env["SGLANG_DISAGG_DECODE_NODES"], env["SGLANG_DISAGG_TOTAL_NODES"]) == ("4", "2", "7")
         assert env["SGLANG_TP_SIZE"] == "8"
         assert runtime["SGLANG_NODE_IPS"] == hosts
     proxy, prefill, decode = p.roles
     assert proxy.env["SGLANG_NODE_RANK"] == "0"
-    assert dict(prefill.runtime_env)["SGLANG_NODE_RANK"] == "$(( 1 + ${SLURM_PROCID} ))"
-    assert dict(decode.runtime_env)["SGLANG_NODE_RANK"] == "$(( 5 + ${SLURM_PROCID} ))"
+    assert dict(prefill.runtime_env)["SGLANG_NODE_RANK"] == "$(( ${MADINFRA_FIRST_RANK_PREFILL} + ${SLURM_PROCID} ))"
+    assert dict(decode.runtime_env)["SGLANG_NODE_RANK"] == "$(( ${MADINFRA_FIRST_RANK_DECODE} + ${SLURM_PROCID} ))"
+    assert topology["MADINFRA_FIRST_RANK_DECODE"] == "5"
     assert decode.command == f"{CD}\n{GUARD}\n{_server('decode', '${SGLANG_HOST_IP}')}"
+
+
+def test_resizing_one_pool_leaves_the_other_pools_launch_unchanged(plan):
+    """The point of disaggregation in madinfra: a pool resize only changes that pool (and the
+    stack's topology), so the other pool keeps running untouched."""
+    for target in ("k8s", "slurm"):
+        before = plan(target, "sglang-disagg", 5, 8, extra={"distributed": {"sglang_disagg": {"prefill_nodes": 1, "decode_nodes": 3}}})
+        after = plan(target, "sglang-disagg", 6, 8, extra={"distributed": {"sglang_disagg": {"prefill_nodes": 2, "decode_nodes": 3}}})
+        assert before.role("decode").nodes == after.role("decode").nodes == 3
+        assert before.role("decode").env == after.role("decode").env
+        assert before.role("decode").runtime_env == after.role("decode").runtime_env
+        assert before.role("decode").command == after.role("decode").command
+        assert before.topology_env != after.topology_env
 
 
 def test_slurm_proxy_reads_endpoint_files_at_run_time(plan):
@@ -165,6 +183,6 @@ def test_model_script_runs_in_every_pool_instead_of_native_servers(plan):
 
 def test_k8s_global_rank_of_a_decode_pod(plan, run_role):
     decode = plan("k8s", "sglang-disagg", 5, 8).role("decode")
-    proc, argv, _ = run_role(decode, "probe", {"HOSTNAME": "demo-decode-2", "POD_IP": "10.1.2.3"}, command='probe "$POD_INDEX" "$NODE_RANK" "$POD_IP"')
+    proc, argv, _ = run_role(decode, "probe", {"HOSTNAME": "demo-decode-2", "POD_IP": "10.1.2.3", "MADINFRA_FIRST_RANK_DECODE": "2"}, command='probe "$POD_INDEX" "$NODE_RANK" "$POD_IP"')
     assert proc.returncode == 0, proc.stderr
     assert argv == ["4", "4", "10.1.2.3"]
