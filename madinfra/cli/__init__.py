@@ -24,14 +24,10 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    import importlib
+    from madinfra.cli import engine_cmds, stack_cmds
 
-    for module in ("stack_cmds", "engine_cmds"):
-        try:
-            importlib.import_module(f"madinfra.cli.{module}").register(app)
-        except ModuleNotFoundError as exc:  # TEMP while engine_cmds is being written
-            if exc.name != f"madinfra.cli.{module}":
-                raise
+    stack_cmds.register(app)
+    engine_cmds.register(app)
 
 
 _register_commands()
@@ -43,7 +39,8 @@ def _is_usage_error(exc: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, click returns a command's `typer.Exit(code)` instead of raising it.
+        code = app(args=argv, standalone_mode=False)
     except MadinfraError as err:
         typer.echo(f"Error: {err}", err=True)
         sys.exit(1)
@@ -63,4 +60,4 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"Error: internal error ({exc.__class__.__name__}: {exc}); rerun with MADINFRA_DEBUG=1 and report it", err=True)
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

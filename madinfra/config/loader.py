@@ -119,7 +119,11 @@ def _fold_aliases(user: dict[str, Any], problems: Problems, structural: Problems
         else:
             user["k8s"] = user.pop("kubernetes")
     for section in ("distributed", "k8s", "slurm", "model", "service", "env_vars", "docker_env_vars", "context", "launcher", "roles", "secret_env"):
-        if section in user and user[section] is not None and not isinstance(user[section], dict):
+        if section in user and user[section] is None and section not in ("k8s", "slurm"):
+            del user[section]  # `distributed:` with nothing under it in YAML means "defaults"
+        elif section in user and user[section] is None:
+            user[section] = {}
+        elif section in user and not isinstance(user[section], dict):
             structural.append((section, f"must be a mapping, got {type(user[section]).__name__}"))
     if structural:
         return user

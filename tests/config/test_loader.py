@@ -87,3 +87,8 @@ def test_native_fields(write_stack):
     assert spec.name == "llama-serve" and spec.is_service and spec.service.port == 8001
     assert spec.model.args == ["--x", "1"] and spec.roles["server"].command == "sleep 1"
     assert spec.secret_env["HF_TOKEN"].from_env == "HF_TOKEN"
+
+
+def test_empty_sections_mean_defaults():
+    spec = resolve({"slurm": None, "distributed": None, "env_vars": None})
+    assert spec.slurm.partition == "amd-rccl" and spec.distributed.nnodes == 1

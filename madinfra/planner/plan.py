@@ -1,0 +1,220 @@
+"""The Plan and how it is computed: desired vs live, with state only to explain drift.
+
+What to do is decided by desired vs live alone (live comes from the provider's batched read of
+everything labelled with the stack), so a lost or stale state file can never make madinfra create
+duplicates or forget orphans. State adds the explanation: a resource whose live spec differs from
+what madinfra last applied was changed outside madinfra (drift); one in state but gone live was
+deleted outside madinfra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Protocol
+
+from madinfra.errors import MadinfraError
+from madinfra.planner.diff import ABSENT, FieldDiff, diff_specs, flatten, format_path
+from madinfra.planner.normalise import canonical_json, normalise, overlaps, sha256_label
+from madinfra.planner.order import order_changes, select
+from madinfra.resources import Change, FieldChange, Resource, UpdateRules
+
+RulesFor = Callable[[str], UpdateRules]
+RestartCheck = Callable[[Change], bool]
+
+SYMBOLS = {"create": "+", "update": "~", "replace": "-/+", "delete": "-"}
+DELETED_OUTSIDE = "deleted outside madinfra"
+CHANGED_OUTSIDE = "changed outside madinfra"
+PREVIOUS_FAILURE = "the previous apply of this resource failed"
+
+
+class AppliedRecord(Protocol):
+    """What the planner needs from a state entry: the spec madinfra last applied, and whether that
+    apply failed part-way (then live may legitimately differ, and it is not called drift)."""
+
+    spec: dict[str, Any]
+    tainted: bool
+
+
+@dataclass(frozen=True)
+class Restart:
+    resource_id: str
+    action: str
+
+
+@dataclass
+class Plan:
+    stack: str
+    changes: list[Change]
+    desired: list[Resource]
+    live: list[Resource]
+    gpus_before: int = 0
+    gpus_after: int = 0
+    restarts: list[Restart] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    live_fingerprint: str = ""
+    stack_fingerprint: str = ""
+    stack_file: str | None = None
+    target: str | None = None
+    only: tuple[str, ...] = ()
+    destroy: bool = False
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts = {"add": 0, "change": 0, "replace": 0, "destroy": 0}
+        key = {"create": "add", "update": "change", "replace": "replace", "delete": "destroy"}
+        for change in self.changes:
+            counts[key[change.action]] += 1
+        return counts
+
+    @property
+    def drift(self) -> list[Change]:
+        return [c for c in self.changes if c.drift]
+
+
+def is_running(resource: Resource | None) -> bool:
+    """The live resource says it is running (SLURM job RUNNING, a pod phase, ...)."""
+    if resource is None:
+        return False
+    state = resource.status.get("state")
+    return (isinstance(state, str) and state.upper() == "RUNNING") or resource.status.get("running") is True
+
+
+def live_fingerprint(live: Iterable[Resource], rules_for: RulesFor) -> str:
+    """Identity of a live read: normalised specs, provider ids and running flags, order-free.
+
+    Server-owned fields are left out on purpose, so a saved plan is not refused because a status
+    counter moved; a job that started running is in, since it turns updates into replacements.
+    """
+    rows = sorted(
+        (
+            {
+                "id": r.id,
+                "provider_id": r.provider_id,
+                "running": is_running(r),
+                "spec": normalise(r.spec, rules_for(r.kind)),
+            }
+            for r in live
+        ),
+        key=lambda row: row["id"],
+    )
+    return sha256_label(canonical_json(rows))
+
+
+def plan(
+    desired: list[Resource],
+    live: list[Resource],
+    state: Mapping[str, AppliedRecord] | None,
+    rules_for: RulesFor,
+    *,
+    stack: str = "",
+    only: Iterable[str] = (),
+    restarts_on_update: RestartCheck | None = None,
+    stack_fingerprint: str = "",
+) -> Plan:
+    """Compute the ordered changes that turn ``live`` into ``desired`` (pure).
+
+    ``restarts_on_update`` lets a provider say that an in-place update restarts a workload (a
+    Deployment template change rolls its pods); replacements and deletes of workloads always do.
+    """
+    state = state or {}
+    desired_by_id = _unique(desired, "desired")
+    live_by_id = _unique(live, "live")
+    changes: list[Change] = []
+    for rid, want in desired_by_id.items():
+        change = _change_for(want, live_by_id.get(rid), state.get(rid), rules_for(want.kind))
+        if change is not None:
+            changes.append(change)
+    for rid, have in live_by_id.items():
+        if rid not in desired_by_id:
+            reason = "no longer in the stack" if rid in state else "not in the stack (found by its stack label)"
+            changes.append(Change("delete", rid, None, have, reasons=[reason]))
+    only = tuple(only)
+    if only:
+        known = list(desired) + [r for r in live if r.id not in desired_by_id]
+        keep = select(only, known)
+        changes = [c for c in changes if c.resource_id in keep]
+    changes = order_changes(changes)
+    gpus_before = sum(r.gpus for r in live)
+    gpus_after = gpus_before + sum(_gpu_delta(c) for c in changes)
+    return Plan(
+        stack=stack,
+        changes=changes,
+        desired=list(desired),
+        live=list(live),
+        gpus_before=gpus_before,
+        gpus_after=gpus_after,
+        restarts=_restarts(changes, restarts_on_update),
+        live_fingerprint=live_fingerprint(live, rules_for),
+        stack_fingerprint=stack_fingerprint,
+        only=only,
+    )
+
+
+def _unique(resources: list[Resource], which: str) -> dict[str, Resource]:
+    out: dict[str, Resource] = {}
+    for resource in resources:
+        if resource.id in out:
+            raise MadinfraError(f"The provider returned two {which} resources with the id {resource.id}; resource ids must be unique within a stack")
+        out[resource.id] = resource
+    return out
+
+
+def _change_for(want: Resource, have: Resource | None, applied: AppliedRecord | None, rules: UpdateRules) -> Change | None:
+    tainted = applied is not None and applied.tainted
+    if have is None:
+        fields = [_field(d, False) for d in flatten(normalise(want.spec, rules))]
+        if applied is not None and not tainted:
+            return Change("create", want.id, want, None, fields=fields, reasons=[DELETED_OUTSIDE], drift=True)
+        return Change("create", want.id, want, None, fields=fields, reasons=[PREVIOUS_FAILURE] if tainted else [])
+    live_norm = normalise(have.spec, rules)
+    diffs = diff_specs(live_norm, normalise(want.spec, rules))
+    if not diffs:
+        return None
+    running = is_running(have)
+    fields: list[FieldChange] = []
+    reasons: list[str] = []
+    for diff in diffs:
+        forced = overlaps(diff.path, rules.force_replace)
+        when_running = running and overlaps(diff.path, rules.replace_when_running)
+        fields.append(_field(diff, forced or when_running))
+        if forced:
+            reasons.append(f"{format_path(diff.path)} forces replacement")
+        elif when_running:
+            reasons.append(f"{format_path(diff.path)} forces replacement because the resource is running")
+    drift = False
+    if tainted:
+        reasons.insert(0, PREVIOUS_FAILURE)
+    elif applied is not None and canonical_json(normalise(applied.spec, rules)) != canonical_json(live_norm):
+        drift = True
+        reasons.insert(0, CHANGED_OUTSIDE)
+    action = "replace" if any(f.forces_replace for f in fields) else "update"
+    return Change(action, want.id, want, have, fields=fields, reasons=reasons, drift=drift)
+
+
+def _field(diff: FieldDiff, forces: bool) -> FieldChange:
+    before = None if diff.before is ABSENT else diff.before
+    after = None if diff.after is ABSENT else diff.after
+    return FieldChange(format_path(diff.path), before, after, forces)
+
+
+def _gpu_delta(change: Change) -> int:
+    before = change.current.gpus if change.current is not None else 0
+    after = change.desired.gpus if change.desired is not None else 0
+    return after - before
+
+
+def _restarts(changes: list[Change], restarts_on_update: RestartCheck | None) -> list[Restart]:
+    out = []
+    for change in changes:
+        current = change.current
+        if current is None or not (current.workload or (change.desired is not None and change.desired.workload)):
+            continue
+        if change.action in ("replace", "delete"):
+            out.append(Restart(change.resource_id, change.action))
+        elif change.action == "update" and restarts_on_update is not None and restarts_on_update(change):
+            out.append(Restart(change.resource_id, change.action))
+    return out
