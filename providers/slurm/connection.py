@@ -1,0 +1,354 @@
+"""One SSH connection to a SLURM login node, with clear errors and bounded retries.
+
+A target is either a JSON file (``scripts/slurm-sandbox`` writes one: host, port, user,
+key_filename, known_hosts, insecure_skip_host_key_check) or an ``~/.ssh/config`` host alias, which
+Fabric resolves (HostName, Port, User, IdentityFile, ProxyJump ...). Host keys are checked by
+default against ``~/.ssh/known_hosts`` plus the target's own known_hosts file (or the alias'
+UserKnownHostsFile); only an explicit opt-out (``--insecure-skip-host-key-check``, the target
+file's flag, or ``StrictHostKeyChecking no`` in the ssh config) accepts unknown keys.
+
+Failures are sorted once, here: unreachable host, failed authentication, unknown host key and a
+down Slurm controller are permanent (one clear sentence, no retry); a reset connection or SLURM's
+"Socket timed out" is transient and retried with exponential backoff a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from madinfra.errors import ProviderError, TransientProviderError
+
+ENV_TARGET = "MADINFRA_SSH_TARGET"
+TARGET_FLAG = "--ssh-target"
+TRANSIENT_SSH = ("banner", "session not active", "no existing session", "reset", "eof", "timed out", "timeout")
+TRANSIENT_SLURM = ("socket timed out on send/recv", "slurm temporarily unable", "resource temporarily unavailable", "zero bytes were transmitted or received")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to connect; ``source`` says where the settings came from, for messages."""
+
+    host: str
+    port: int | None = None
+    user: str | None = None
+    key_filename: str | None = None
+    known_hosts: str | None = None
+    insecure: bool = False
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{user}{self.host}{port}"
+
+
+def resolve_target(ssh_target: str | None, insecure_flag: bool = False, environ: dict[str, str] | None = None) -> SshTarget:
+    """The target from ``--ssh-target`` (a JSON file or an ssh host alias) or ``$MADINFRA_SSH_TARGET``."""
+    environ = os.environ if environ is None else environ
+    value = ssh_target or environ.get(ENV_TARGET)
+    if not value:
+        raise ProviderError(
+            f"The SLURM provider needs an SSH target: pass {TARGET_FLAG} with a target JSON file "
+            f"(e.g. /tmp/madinfra-slurm-sandbox/target.json from scripts/slurm-sandbox) or an ~/.ssh/config host alias, or set {ENV_TARGET}"
+        )
+    path = Path(value).expanduser()
+    if path.is_file():
+        target = load_target_file(path)
+    elif value.endswith(".json") or os.sep in value:
+        raise ProviderError(f"The SSH target file {value} does not exist; run `scripts/slurm-sandbox up` or pass an existing target file or ssh host alias to {TARGET_FLAG}")
+    else:
+        target = SshTarget(host=value, source=f"ssh host alias '{value}'")
+    if insecure_flag and not target.insecure:
+        target = SshTarget(**{**target.__dict__, "insecure": True})
+    return target
+
+
+def load_target_file(path: Path) -> SshTarget:
+    """Read a target JSON; every problem names the file and the key."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProviderError(f"The SSH target file {path} cannot be read as JSON ({exc}); fix or regenerate it") from None
+    if not isinstance(data, dict) or not isinstance(data.get("host"), str) or not data["host"]:
+        raise ProviderError(f"The SSH target file {path} must be a JSON object with at least a 'host' string")
+    expected: dict[str, tuple[type, ...]] = {
+        "port": (int,),
+        "user": (str,),
+        "key_filename": (str,),
+        "known_hosts": (str,),
+        "insecure_skip_host_key_check": (bool,),
+    }
+    for key, types in expected.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, types) or (key == "port" and isinstance(value, bool))):
+            raise ProviderError(f"The SSH target file {path}: '{key}' must be a {types[0].__name__}, got {value!r}")
+    return SshTarget(
+        host=data["host"],
+        port=data.get("port"),
+        user=data.get("user"),
+        key_filename=_expand(data.get("key_filename")),
+        known_hosts=_expand(data.get("known_hosts")),
+        insecure=bool(data.get("insecure_skip_host_key_check", False)),
+        source=f"target file {path}",
+    )
+
+
+def _expand(path: str | None) -> str | None:
+    return os.path.expanduser(path) if path else None
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    stdout: str
+    stderr: str
+    exited: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+    @property
+    def error_text(self) -> str:
+        """SLURM's own message, one line: stderr, else stdout, without trailing noise."""
+        text = (self.stderr.strip() or self.stdout.strip()).replace("\n", "; ")
+        return text or f"exit status {self.exited}"
+
+
+class SlurmConnection:
+    """A lazily opened Fabric connection reused for every command of one plan or apply."""
+
+    def __init__(
+        self,
+        target: SshTarget,
+        *,
+        attempts: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        connect_timeout: float = 15.0,
+        command_timeout: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+        connection_factory: Callable[..., Any] | None = None,
+    ):
+        self.target = target
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self._sleep = sleep
+        self._factory = connection_factory
+        self._conn: Any = None
+        self.opened = 0
+        """How many times a connection was opened (1 for a whole apply unless one was reset)."""
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _fabric(self) -> Any:
+        if self._conn is not None:
+            return self._conn
+        if self._factory is not None:
+            conn = self._factory(self.target)
+        else:
+            conn = self._new_fabric_connection()
+        try:
+            conn.open()
+        except Exception as exc:
+            _close_quietly(conn)
+            raise self._connect_error(exc) from None
+        self._conn = conn
+        self.opened += 1
+        return conn
+
+    def _new_fabric_connection(self) -> Any:
+        import fabric
+        import paramiko
+
+        target = self.target
+        connect_kwargs: dict[str, Any] = {}
+        if target.key_filename:
+            if not Path(target.key_filename).is_file():
+                raise ProviderError(f"The SSH key {target.key_filename} named in {target.source} does not exist; fix key_filename")
+            connect_kwargs.update(key_filename=[target.key_filename], look_for_keys=False)
+        conn = fabric.Connection(
+            target.host,
+            user=target.user,
+            port=target.port,
+            connect_timeout=int(self.connect_timeout),
+            connect_kwargs=connect_kwargs,
+        )
+        client = conn.client
+        ssh_config = conn.ssh_config or {}
+        insecure = target.insecure or str(ssh_config.get("stricthostkeychecking", "")).lower() == "no"
+        if insecure:
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        else:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            client.load_system_host_keys()
+            for path in self._known_hosts_files(ssh_config):
+                try:
+                    client.get_host_keys().load(path)
+                except OSError as exc:
+                    raise ProviderError(f"The known_hosts file {path} from {target.source} cannot be read ({exc.strerror}); fix the path") from None
+        return conn
+
+    def _known_hosts_files(self, ssh_config: dict[str, Any]) -> list[str]:
+        files = []
+        if self.target.known_hosts:
+            files.append(self.target.known_hosts)
+        configured = ssh_config.get("userknownhostsfile")
+        if configured:
+            for item in (configured if isinstance(configured, list) else str(configured).split()):
+                path = os.path.expanduser(item)
+                if Path(path).is_file():
+                    files.append(path)
+        return files
+
+    def _connect_error(self, exc: Exception) -> ProviderError:
+        import paramiko
+
+        label, source = self.target.label, self.target.source
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, paramiko.AuthenticationException):
+            return ProviderError(f"SSH authentication to {label} failed ({exc}); check the user and key in {source}")
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return ProviderError(
+                f"The host key of {label} does not match the one in known_hosts; if the host was really reinstalled, remove its old line from known_hosts"
+            )
+        if isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc):
+            return ProviderError(
+                f"The host key of {label} is not in known_hosts; add it (`ssh-keyscan -p {self.target.port or 22} {self.target.host} >> ~/.ssh/known_hosts`) "
+                "or, for a throw-away sandbox only, set insecure_skip_host_key_check"
+            )
+        if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+            return ProviderError(f"Cannot reach the SLURM login node {label}: connection refused; check the host and port in {source} and that sshd is running")
+        if isinstance(exc, socket.gaierror):
+            return ProviderError(f"Cannot reach the SLURM login node {label}: the host name does not resolve; check the host in {source}")
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return TransientProviderError(f"Connecting to the SLURM login node {label} timed out")
+        if isinstance(exc, (ConnectionResetError, EOFError)):
+            return TransientProviderError(f"The SSH connection to {label} failed ({exc.__class__.__name__}: {exc})")
+        if isinstance(exc, paramiko.SSHException):
+            text = str(exc)
+            lowered = text.lower()
+            if any(marker in lowered for marker in TRANSIENT_SSH):
+                return TransientProviderError(f"The SSH connection to {label} failed ({text})")
+            if "key" in lowered:
+                # paramiko reports a key it could not use (wrong type, bad format) this way
+                # instead of as an AuthenticationException.
+                return ProviderError(f"SSH authentication to {label} failed ({text}); check the user and key in {source}")
+            return ProviderError(f"The SSH connection to {label} failed ({text}); check the settings in {source}")
+        if isinstance(exc, OSError):
+            return ProviderError(f"Cannot reach the SLURM login node {label} ({exc.strerror or exc}); check the host and port in {source}")
+        return ProviderError(f"Connecting to {label} failed ({exc.__class__.__name__}: {exc})")
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _close_quietly(conn)
+
+    # -- retries ----------------------------------------------------------------------------
+
+    def retrying(self, what: str, operation: Callable[[Any], T], *, attempts: int | None = None) -> T:
+        """Run ``operation(fabric_connection)``; transient failures reconnect and retry with
+        exponential backoff, at most ``attempts`` times in all. When they are used up the last
+        failure is raised as TransientProviderError, so a caller of a non-idempotent command
+        (sbatch) can check what happened before trying again."""
+        last: Exception | None = None
+        attempts = self.attempts if attempts is None else max(1, attempts)
+        for attempt in range(attempts):
+            if attempt:
+                self._sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+            try:
+                return operation(self._fabric())
+            except TransientProviderError as exc:
+                last = exc
+            except ProviderError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - sorted into transient / permanent below
+                error = self._session_error(exc)
+                if not isinstance(error, TransientProviderError):
+                    raise error from None
+                last = error
+            self.close()
+        tries = f" {attempts} times" if attempts > 1 else ""
+        raise TransientProviderError(f"{what} failed{tries}: {last}; check the connection to {self.target.label} and retry")
+
+    def _session_error(self, exc: Exception) -> ProviderError:
+        from invoke.exceptions import CommandTimedOut
+
+        if isinstance(exc, CommandTimedOut):
+            return TransientProviderError(f"a command on {self.target.label} timed out after {exc.timeout} s")
+        if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, socket.timeout, TimeoutError)):
+            return ProviderError(f"SFTP on {self.target.label} failed ({exc.strerror or exc})")
+        return self._connect_error(exc)
+
+    # -- commands and files -----------------------------------------------------------------
+
+    def run(self, command: str, *, what: str, timeout: float | None = None, idempotent: bool = True) -> CommandResult:
+        """Run one shell command; non-zero exits are returned, not raised, except a down or
+        timing-out Slurm controller (permanent resp. transient, retried). A command that must not
+        run twice (``idempotent=False``) is tried once."""
+
+        def operation(conn: Any) -> CommandResult:
+            raw = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout or self.command_timeout)
+            result = CommandResult(command, raw.stdout or "", raw.stderr or "", raw.exited)
+            if not result.ok:
+                lowered = (result.stderr + result.stdout).lower()
+                if any(marker in lowered for marker in TRANSIENT_SLURM):
+                    raise TransientProviderError(f"{what}: SLURM timed out ({result.error_text})")
+                if "unable to contact slurm controller" in lowered:
+                    raise ProviderError(
+                        f"{what}: the Slurm controller on {self.target.label} is not responding ({result.error_text}); "
+                        "check that slurmctld is running (`scontrol ping`)"
+                    )
+            return result
+
+        return self.retrying(what, operation, attempts=None if idempotent else 1)
+
+    def write_text(self, path: str, text: str, *, mode: int = 0o644, what: str) -> None:
+        """Write a remote file atomically (temporary file, chmod before content, rename)."""
+        data = text.encode("utf-8")
+
+        def operation(conn: Any) -> None:
+            sftp = conn.sftp()
+            temp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            handle = sftp.open(temp, "w")
+            try:
+                sftp.chmod(temp, mode)
+                handle.write(data)
+            finally:
+                handle.close()
+            sftp.posix_rename(temp, path)
+
+        self.retrying(what, operation)
+
+    def put_file(self, local: Path, remote: str, *, what: str) -> None:
+        self.retrying(what, lambda conn: conn.sftp().put(str(local), remote))
+
+
+def sftp_path(path: str) -> str:
+    """A remote path as SFTP wants it: SFTP starts in the home directory and never expands ``~``."""
+    if path == "~":
+        return "."
+    if path.startswith("~/"):
+        return path[2:] or "."
+    return path
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection must not mask the real error
+        return

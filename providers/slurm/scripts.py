@@ -1,0 +1,329 @@
+"""sbatch scripts for one role pool, generated from the stack alone (pure).
+
+Layout of a generated script::
+
+    #!/bin/bash
+    #SBATCH --job-name / --comment / --partition / --nodes / --time / --gres / --exclusive ...
+    #SBATCH --ntasks-per-node=1 / --output / --error / --mail-*      (fixed part)
+    set -eo pipefail, module load, MADINFRA_WORKDIR, cd, secrets, literal env
+    srun ... bash -c '<per-task script: runtime env, unset, command>'
+
+The ``#SBATCH`` lines of the options that ``Resource.spec`` diffs one by one (name, partition,
+nodes, GPUs, time, ...) are left out of ``script_sha256``; everything else (fixed header and
+body) is hashed. So changing the time limit is an in-place ``scontrol update``, while changing a
+command, an environment value or an uploaded file changes the hash and forces a resubmission.
+
+Quoting: user values are exported with ``shlex.quote``; runtime expressions come from the
+launchers (trusted) and are exported inside double quotes on the node; the per-task script is
+handed to ``bash -c`` as one quoted word. Option values in ``#SBATCH`` lines are not seen by the
+shell, but sbatch splits them on blanks and a newline would start a new script line, so they are
+checked to be a single printable word.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from dataclasses import dataclass
+
+from madinfra import naming
+from madinfra.config.schema import StackSpec
+from madinfra.errors import ConfigError
+from madinfra.launchers.model import LaunchPlan, RoleLaunch
+from providers.slurm import units
+
+KIND = "slurm/Job"
+LOG_DIR = "logs"
+OUTPUT_PATTERN = f"{LOG_DIR}/%x_%j.out"
+ERROR_PATTERN = f"{LOG_DIR}/%x_%j.err"
+ENDPOINTS_DIR = "endpoints"
+COMMENT_PREFIX = "madinfra:"
+DEFAULTED_OPTIONS = ("exclusive", "qos", "account", "mem")
+"""Options a cluster fills with its own default when a job does not ask (``squeue`` then shows
+the default, e.g. QOS ``normal``), or does not track at all (QOS and account read ``(null)``
+without accounting). The comment records the ones madinfra asked for, with their values, so the
+live read reports only those, falls back to the recorded value where SLURM shows nothing, and an
+unset option never looks like drift."""
+
+_SAFE_OPTION = re.compile(r"^[!-~]+$")
+_UNSAFE_CHARS = set("'\"\\;")
+
+
+def script_file(role: str) -> str:
+    return f"{role}.sbatch"
+
+
+def secrets_file(role: str) -> str:
+    return f"{role}.secrets.env"
+
+
+def resource_id(role: str) -> str:
+    return f"{KIND}/{role}"
+
+
+def base_comment(stack: str, role: str) -> str:
+    """The part of the comment ``Resource.spec`` diffs: which stack and resource the job is."""
+    return f"{COMMENT_PREFIX}stack={stack};resource={resource_id(role)}"
+
+
+def full_comment(stack: str, role: str, script_sha256: str, asked: dict[str, str]) -> str:
+    """What ``--comment`` carries: the base comment plus the script hash and asked-for defaults,
+    so one ``squeue`` call gives the planner everything it compares."""
+    comment = f"{base_comment(stack, role)};script={script_sha256}"
+    for name in DEFAULTED_OPTIONS:
+        if name in asked:
+            comment += f";{name}={asked[name]}"
+    return comment
+
+
+def parse_comment(comment: str) -> dict[str, str] | None:
+    """The fields of a madinfra comment, or ``None`` for a comment madinfra did not write."""
+    if not comment.startswith(COMMENT_PREFIX):
+        return None
+    fields: dict[str, str] = {}
+    for part in comment[len(COMMENT_PREFIX):].split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            fields[key] = value
+    return fields
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The sbatch options ``Resource.spec`` holds one by one (each may be diffed on its own)."""
+
+    name: str
+    partition: str
+    nodes: int
+    gpus_per_node: int
+    time: str
+    exclusive: bool = False
+    qos: str | None = None
+    account: str | None = None
+    constraint: str | None = None
+    nodelist: str | None = None
+    exclude: str | None = None
+    reservation: str | None = None
+    mem: str | None = None
+
+    @property
+    def asked_defaults(self) -> dict[str, str]:
+        """The defaulted options this job asks for, as the comment records them."""
+        asked = {"exclusive": "1"} if self.exclusive else {}
+        for name in DEFAULTED_OPTIONS[1:]:
+            value = getattr(self, name)
+            if value is not None:
+                asked[name] = value
+        return asked
+
+
+@dataclass(frozen=True)
+class RenderedJob:
+    """Everything apply needs to submit one role's job; ``script`` is the full text."""
+
+    role: str
+    options: JobOptions
+    comment: str
+    script: str
+    script_sha256: str
+    secret_names: tuple[str, ...] = ()
+
+
+def job_options(spec: StackSpec, role: RoleLaunch) -> JobOptions:
+    """The option values for a role, validated and in canonical form."""
+    slurm = spec.slurm
+    if slurm is None:
+        raise ConfigError(spec.name, [("slurm", "the stack has no 'slurm' section; the SLURM provider needs one")])
+    try:
+        time = units.normalize_time(slurm.time)
+    except ValueError as exc:
+        raise ConfigError(spec.name, [("slurm.time", str(exc))]) from None
+    mem = None
+    if slurm.mem is not None:
+        try:
+            mem = units.normalize_mem(slurm.mem)
+        except ValueError as exc:
+            raise ConfigError(spec.name, [("slurm.mem", str(exc))]) from None
+    options = JobOptions(
+        name=naming.slurm_job_name(spec.name, role.role),
+        partition=slurm.partition,
+        nodes=role.nodes,
+        gpus_per_node=role.gpus_per_node,
+        time=time,
+        exclusive=slurm.exclusive,
+        qos=slurm.qos,
+        account=slurm.account,
+        constraint=slurm.constraint,
+        nodelist=slurm.nodelist,
+        exclude=slurm.exclude,
+        reservation=slurm.reservation,
+        mem=mem,
+    )
+    _check_option_words(spec, options)
+    return options
+
+
+def _check_option_words(spec: StackSpec, options: JobOptions) -> None:
+    assert spec.slurm is not None
+    problems = []
+    checked = {
+        "partition": options.partition,
+        "qos": options.qos,
+        "account": options.account,
+        "constraint": options.constraint,
+        "nodelist": options.nodelist,
+        "exclude": options.exclude,
+        "reservation": options.reservation,
+        "mail_user": spec.slurm.mail_user,
+        "mail_type": spec.slurm.mail_type,
+    }
+    for key, value in checked.items():
+        if value is not None and not _is_option_word(value):
+            problems.append((f"slurm.{key}", f"{value!r} is not a single SLURM option word; remove spaces, quotes, backslashes, ';' and control characters"))
+    if problems:
+        raise ConfigError(spec.name, problems)
+
+
+def _is_option_word(value: str) -> bool:
+    return bool(_SAFE_OPTION.match(value)) and not (_UNSAFE_CHARS & set(value))
+
+
+def option_lines(options: JobOptions, comment: str) -> list[str]:
+    """``#SBATCH`` lines of the individually diffed options (not part of ``script_sha256``)."""
+    lines = [
+        f"#SBATCH --job-name={options.name}",
+        f"#SBATCH --comment={comment}",
+        f"#SBATCH --partition={options.partition}",
+        f"#SBATCH --nodes={options.nodes}",
+        f"#SBATCH --time={options.time}",
+    ]
+    if options.gpus_per_node > 0:
+        lines.append(f"#SBATCH --gres=gpu:{options.gpus_per_node}")
+    if options.exclusive:
+        lines.append("#SBATCH --exclusive")
+    for key in ("qos", "account", "constraint", "nodelist", "exclude", "reservation", "mem"):
+        value = getattr(options, key)
+        if value is not None:
+            lines.append(f"#SBATCH --{key}={value}")
+    return lines
+
+
+def fixed_lines(spec: StackSpec) -> list[str]:
+    """``#SBATCH`` lines that only change with the script (hashed)."""
+    assert spec.slurm is not None
+    lines = [
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --output={OUTPUT_PATTERN}",
+        f"#SBATCH --error={ERROR_PATTERN}",
+    ]
+    if spec.slurm.mail_user:
+        lines.append(f"#SBATCH --mail-user={spec.slurm.mail_user}")
+    if spec.slurm.mail_type:
+        lines.append(f"#SBATCH --mail-type={spec.slurm.mail_type}")
+    return lines
+
+
+def remote_dir(spec: StackSpec) -> str:
+    """The stack's directory on the cluster as written in the stack (``~/.madinfra/<stack>``)."""
+    assert spec.slurm is not None
+    return naming.slurm_remote_dir(spec.slurm.remote_dir, spec.name)
+
+
+def shell_path(path: str) -> str:
+    """A remote path as a shell word: a leading ``~/`` becomes ``"$HOME"/`` (quoted ``~`` never
+    expands), the rest is quoted."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        rest = path[2:]
+        return '"$HOME"/' + shlex.quote(rest) if rest else '"$HOME"'
+    return shlex.quote(path)
+
+
+def task_script(role: RoleLaunch) -> str:
+    """What ``srun`` runs on every node of the pool: runtime env in order, unsets, the command."""
+    lines = [f'export {name}="{expression}"' for name, expression in role.runtime_env]
+    if role.unset_env:
+        lines.append("unset " + " ".join(role.unset_env))
+    lines.append(role.command)
+    return "\n".join(lines) + "\n"
+
+
+def body_lines(
+    spec: StackSpec,
+    launch: LaunchPlan,
+    role: RoleLaunch,
+    *,
+    files_digest: str | None = None,
+    secret_digests: dict[str, str] | None = None,
+) -> list[str]:
+    """The script after the ``#SBATCH`` header.
+
+    Digests of the uploaded files and of secret values are written as comments: they make the
+    script hash change when a file or a secret changes, without the file or value being in it.
+    """
+    assert spec.slurm is not None
+    secret_digests = secret_digests or {}
+    lines = [
+        "set -eo pipefail",
+        f"# Generated by madinfra for stack {spec.name}, role {role.role}"
+        f" (launcher {launch.launcher or 'none'}); apply regenerates it, do not edit.",
+    ]
+    if files_digest:
+        lines.append(f"# madinfra:files {files_digest}")
+    for name in sorted(secret_digests):
+        lines.append(f"# madinfra:secret {name} {secret_digests[name]}")
+    lines += [f"module load {shlex.quote(module)}" for module in spec.slurm.modules]
+    lines += [
+        f"export MADINFRA_WORKDIR={shell_path(remote_dir(spec))}",
+        'cd "$MADINFRA_WORKDIR"',
+    ]
+    if secret_digests:
+        lines.append(f'. "$MADINFRA_WORKDIR"/{shlex.quote(secrets_file(role.role))}')
+    for name in sorted(role.env):
+        lines.append(f"export {name}={shlex.quote(role.env[name])}")
+    # No --nodes/--ntasks: the step spans the whole allocation, so a pending job's node count
+    # can still change with scontrol update without the script (and its hash) changing.
+    lines.append(f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c {shlex.quote(task_script(role))}")
+    return lines
+
+
+def digest(lines: list[str]) -> str:
+    return hashlib.sha256(("\n".join(lines) + "\n").encode("utf-8")).hexdigest()
+
+
+def render_job(
+    spec: StackSpec,
+    launch: LaunchPlan,
+    role: RoleLaunch,
+    *,
+    files_digest: str | None = None,
+    secret_digests: dict[str, str] | None = None,
+) -> RenderedJob:
+    """The full sbatch script of one role pool and its hash."""
+    options = job_options(spec, role)
+    hashed = fixed_lines(spec) + body_lines(spec, launch, role, files_digest=files_digest, secret_digests=secret_digests)
+    sha = digest(hashed)
+    comment = full_comment(spec.name, role.role, sha, options.asked_defaults)
+    script = "\n".join(["#!/bin/bash", *option_lines(options, comment), *hashed]) + "\n"
+    return RenderedJob(
+        role=role.role,
+        options=options,
+        comment=comment,
+        script=script,
+        script_sha256=sha,
+        secret_names=tuple(sorted(secret_digests or {})),
+    )
+
+
+def secrets_text(values: dict[str, str]) -> str:
+    """The 0600 file a job sources for its secret values (never part of script, spec or state)."""
+    lines = ["# madinfra secret environment; uploaded with mode 0600, do not print"]
+    lines += [f"export {name}={shlex.quote(values[name])}" for name in sorted(values)]
+    return "\n".join(lines) + "\n"
+
+
+def endpoints_text(addresses: list[str], port: int) -> str:
+    """One ``http://<NodeAddr>:<port>`` per line, in the pool's node order."""
+    return "".join(f"http://{address}:{port}\n" for address in addresses)

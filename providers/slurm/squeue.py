@@ -1,0 +1,320 @@
+"""Reading SLURM's answers: ``squeue`` rows, ``scontrol show`` records, host lists (pure).
+
+The live read is one ``squeue -o`` call with ``|``-separated fields (``squeue --json`` in Slurm
+22.05 ignores ``-j``/``-t``); the comment comes last because it is the only free-text field.
+A job belongs to a stack by its name prefix ``madinfra.<stack>.``; its comment carries the
+resource id, the script hash and which defaulted options madinfra asked for.
+
+Finished jobs leave ``squeue`` (after MinJobAge they are gone; before, they show a terminal
+state, which is read as gone too). So a training job that ran to completion reads as missing and
+the next plan proposes to create it again, as Terraform would for a resource deleted outside it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from madinfra import naming
+from madinfra.resources import Resource
+from providers.slurm import scripts, units
+
+FIELDS: tuple[tuple[str, str], ...] = (
+    ("job_id", "%i"),
+    ("name", "%j"),
+    ("state", "%T"),
+    ("time", "%l"),
+    ("nodes", "%D"),
+    ("nodelist", "%N"),
+    ("partition", "%P"),
+    ("tres_per_node", "%b"),
+    ("reason", "%r"),
+    ("oversubscribe", "%h"),
+    ("qos", "%q"),
+    ("account", "%a"),
+    ("constraint", "%f"),
+    ("req_nodes", "%n"),
+    ("exc_nodes", "%x"),
+    ("reservation", "%v"),
+    ("mem", "%m"),
+    ("workdir", "%Z"),
+    ("comment", "%k"),
+)
+FORMAT = "|".join(code for _, code in FIELDS)
+
+RUNNING_STATES = frozenset({"RUNNING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING", "RESIZING", "STAGE_OUT"})
+"""States in which the job holds its nodes: only time limit, name and comment can change."""
+PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT"})
+ACTIVE_STATES = RUNNING_STATES | PENDING_STATES
+FAILED_STATES = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY"})
+_NULLS = {"", "(null)", "N/A", "NONE", "(NULL)"}
+
+
+def squeue_command(job_ids: Iterable[str] = ()) -> str:
+    """The one live-read command: every job of the connecting user (``--me``), all partitions.
+
+    Filtering by stack happens client-side on the name prefix, so jobs of roles a stack no
+    longer has (orphans) are found too. ``job_ids`` narrows it to a few jobs (after a submit).
+    """
+    ids = ",".join(job_ids)
+    selector = f" --jobs={ids}" if ids else ""
+    return f"squeue -h -a --me{selector} -o '{FORMAT}'"
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: str
+    name: str
+    state: str
+    time: str
+    nodes: str
+    nodelist: str
+    partition: str
+    tres_per_node: str
+    reason: str
+    oversubscribe: str
+    qos: str
+    account: str
+    constraint: str
+    req_nodes: str
+    exc_nodes: str
+    reservation: str
+    mem: str
+    workdir: str
+    comment: str
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING_STATES
+
+    @property
+    def pending(self) -> bool:
+        return self.state in PENDING_STATES
+
+    @property
+    def hosts(self) -> list[str]:
+        return expand_hostlist(self.nodelist) if _value(self.nodelist) else []
+
+
+def parse_squeue(text: str) -> list[JobRow]:
+    """Rows of ``squeue -h -o FORMAT`` output; blank lines and short lines are skipped.
+
+    The comment is the last field and may itself contain ``|``: everything after the last
+    separator of the other fields belongs to it.
+    """
+    rows = []
+    count = len(FIELDS)
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("|", count - 1)
+        if len(parts) != count:
+            continue
+        values = {name: part.strip() if name != "comment" else part.rstrip("\r\n") for (name, _), part in zip(FIELDS, parts)}
+        values["state"] = values["state"].upper()
+        rows.append(JobRow(**values))
+    return rows
+
+
+def stack_prefix(stack: str) -> str:
+    return naming.slurm_job_name(stack, "")
+
+
+def stack_rows(rows: Iterable[JobRow], stack: str) -> list[JobRow]:
+    """The stack's active jobs (name prefix ``madinfra.<stack>.``), oldest first."""
+    prefix = stack_prefix(stack)
+    mine = [row for row in rows if row.name.startswith(prefix) and row.active]
+    return sorted(mine, key=lambda row: _job_number(row.job_id))
+
+
+def _job_number(job_id: str) -> tuple[int, str]:
+    head = re.match(r"\d+", job_id)
+    return (int(head.group()) if head else 0, job_id)
+
+
+def _value(text: str) -> str | None:
+    return None if text.strip().upper() in _NULLS else text.strip()
+
+
+def live_spec(row: JobRow) -> dict[str, Any]:
+    """The comparable spec of a live job, with the keys ``SlurmProvider.desired`` produces.
+
+    Options a cluster fills by default (QOS, account, memory, exclusivity) are reported only when
+    the comment says madinfra asked for them; otherwise a cluster default would look like drift.
+    """
+    comment = scripts.parse_comment(row.comment) or {}
+    if "stack" in comment and "resource" in comment:
+        base = f"{scripts.COMMENT_PREFIX}stack={comment['stack']};resource={comment['resource']}"
+    else:
+        base = row.comment
+    spec: dict[str, Any] = {
+        "name": row.name,
+        "comment": base,
+        "partition": row.partition,
+        "nodes": _int(row.nodes),
+        "gpus_per_node": units.gpus_from_tres(row.tres_per_node),
+        "time": _time(row.time),
+        "exclusive": (row.oversubscribe.upper() == "NO") if "exclusive" in comment else None,
+        "qos": _asked(row.qos, comment, "qos"),
+        "account": _asked(row.account, comment, "account"),
+        "constraint": _value(row.constraint),
+        "nodelist": _value(row.req_nodes),
+        "exclude": _value(row.exc_nodes),
+        "reservation": _value(row.reservation),
+        "mem": _mem(row.mem) if "mem" in comment else None,
+        "script_sha256": comment.get("script"),
+    }
+    return spec
+
+
+def _asked(text: str, comment: dict[str, str], name: str) -> str | None:
+    """A defaulted option madinfra asked for: SLURM's value, or the recorded one where SLURM
+    does not track it (``(null)`` without accounting); ``None`` when madinfra did not ask."""
+    if name not in comment:
+        return None
+    return _value(text) or comment[name]
+
+
+def _int(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _time(text: str) -> str | None:
+    if _value(text) is None or text.strip().upper() == "NOT_SET":
+        return None
+    try:
+        return units.normalize_time(text)
+    except ValueError:
+        return text.strip()
+
+
+def _mem(text: str) -> str | None:
+    value = _value(text)
+    if value is None:
+        return None
+    try:
+        return units.normalize_mem(value)
+    except ValueError:
+        return value
+
+
+def to_resources(rows: Iterable[JobRow], stack: str) -> list[Resource]:
+    """Live resources of a stack: one per role; extra jobs of a role become orphans.
+
+    If two active jobs carry one role's name (a manual resubmission, an interrupted apply), the
+    newest is the role's resource and each older one is reported as ``<role>#<job id>``, which no
+    desired resource matches, so the plan deletes it.
+    """
+    mine = stack_rows(rows, stack)
+    prefix = stack_prefix(stack)
+    newest: dict[str, JobRow] = {}
+    for row in mine:
+        newest[row.name[len(prefix):]] = row
+    resources = []
+    for row in mine:
+        role = row.name[len(prefix):]
+        name = role if newest[role] is row else f"{role}#{row.job_id}"
+        resources.append(row_resource(row, name, role))
+    return resources
+
+
+def row_resource(row: JobRow, name: str, role: str) -> Resource:
+    """The live Resource of one job row."""
+    spec = live_spec(row)
+    nodes = spec["nodes"] if isinstance(spec["nodes"], int) else 0
+    return Resource(
+        kind=scripts.KIND,
+        name=name,
+        spec=spec,
+        gpus=nodes * spec["gpus_per_node"],
+        workload=True,
+        role=role,
+        provider_id=row.job_id,
+        status=status_of(row),
+    )
+
+
+def status_of(row: JobRow) -> dict[str, Any]:
+    status: dict[str, Any] = {"state": row.state, "running": row.running, "nodes": row.hosts, "job_id": row.job_id}
+    reason = _value(row.reason)
+    if reason:
+        status["reason"] = reason
+    workdir = _value(row.workdir)
+    if workdir:
+        status["workdir"] = workdir
+    return status
+
+
+_BRACKET = re.compile(r"\[([^\]]*)\]")
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """``node[1-3,5],gpu-a[01-02]`` -> every host name, zero padding kept (SLURM's hostlist)."""
+    hosts: list[str] = []
+    for item in _split_top_level(text.strip()):
+        hosts.extend(_expand_item(item))
+    return hosts
+
+
+def _split_top_level(text: str) -> list[str]:
+    items, depth, current = [], 0, []
+    for char in text:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        if char == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current))
+    return [item for item in items if item]
+
+
+def _expand_item(item: str) -> list[str]:
+    match = _BRACKET.search(item)
+    if not match:
+        return [item]
+    head, tail = item[: match.start()], item[match.end():]
+    expanded = []
+    for part in match.group(1).split(","):
+        low, sep, high = part.partition("-")
+        if sep:
+            width = len(low)
+            for number in range(int(low), int(high) + 1):
+                expanded.extend(_expand_item(f"{head}{number:0{width}d}{tail}"))
+        else:
+            expanded.extend(_expand_item(f"{head}{part}{tail}"))
+    return expanded
+
+
+_RECORD_KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/.]*)=")
+
+
+def parse_record(line: str) -> dict[str, str]:
+    """One ``scontrol show ... -o`` line (``Key=value Key2=value with spaces``) as a mapping."""
+    matches = list(_RECORD_KEY.finditer(line))
+    record = {}
+    for index, match in enumerate(matches):
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(line)
+        record[match.group(1)] = line[match.end():end].strip()
+    return record
+
+
+def node_addresses(text: str) -> dict[str, str]:
+    """``NodeName -> NodeAddr`` from ``scontrol show node -o`` output (one node per line)."""
+    addresses = {}
+    for line in text.splitlines():
+        record = parse_record(line)
+        if "NodeName" in record:
+            addresses[record["NodeName"]] = record.get("NodeAddr") or record["NodeName"]
+    return addresses

@@ -1,0 +1,242 @@
+"""sbatch script generation: every launcher renders valid bash, user values never execute, and
+the script hash moves exactly when something only a resubmission can change moves."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from madinfra.config import load
+from madinfra.errors import ConfigError
+from madinfra.launchers import compile as compile_launch
+from madinfra.launchers.model import LaunchPlan, RoleLaunch
+from madinfra.resources import ProviderOptions
+from providers.slurm import SlurmProvider, scripts
+from tests_support import ROOT
+
+EXAMPLES = sorted((ROOT / "examples" / "slurm-configs").glob("*/*.json"))
+
+HOSTILE = {
+    "SUBST": "$(touch {tmp}/pwned)",
+    "BACKTICK": "`touch {tmp}/pwned-backtick`",
+    "QUOTES": "it's \"quoted\" and 'single'",
+    "NEWLINE": "first line\nsecond; touch {tmp}/pwned-newline",
+    "SEMICOLON": "x; touch {tmp}/pwned-semicolon",
+    "VARIABLE": "${HOME} and $PATH",
+    "BACKSLASH": "a\\b\\\\c\\",
+    "GLOB": "* ?",
+    "DASHES": "--flag=value",
+    "EMPTY": "",
+}
+
+
+def hostile(tmp: Path) -> dict[str, str]:
+    return {name: value.replace("{tmp}", str(tmp)) for name, value in HOSTILE.items()}
+
+
+def bash_syntax_ok(text: str, tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, f"{name} is not valid bash: {proc.stderr}\n{text}"
+
+
+def desired(spec, stack_dir: Path = Path(".")):
+    return SlurmProvider(ProviderOptions(stack_dir=stack_dir)).desired(spec, compile_launch(spec))
+
+
+@pytest.mark.parametrize("config", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_example_config_renders_valid_sbatch_scripts(config: Path, tmp_path: Path) -> None:
+    spec = load(config)
+    resources = desired(spec, config.parent)
+    files = SlurmProvider().render_files(resources)
+    assert set(files) == {f"{r.name}.sbatch" for r in resources}
+    for name, text in files.items():
+        assert text.startswith("#!/bin/bash\n#SBATCH --job-name=madinfra.")
+        bash_syntax_ok(text, tmp_path, name)
+
+
+LAUNCHER_CASES = [
+    ("torchrun", 1), ("torchrun", 2), ("deepspeed", 1), ("deepspeed", 2), ("megatron", 1), ("megatron", 3),
+    ("torchtitan", 1), ("torchtitan", 2), ("vllm", 1), ("vllm", 2), ("sglang", 1), ("sglang", 2),
+    ("sglang-disagg", 3), ("sglang-disagg", 5), (None, 1), (None, 2),
+]
+
+
+@pytest.mark.parametrize(("launcher", "nnodes"), LAUNCHER_CASES)
+def test_every_launcher_renders_one_valid_script_per_role(slurm_stack, tmp_path: Path, launcher: str | None, nnodes: int) -> None:
+    spec = slurm_stack(
+        slurm={"partition": "debug", "nodes": nnodes, "gpus_per_node": 2, "time": "30"},
+        distributed={"launcher": launcher, "nnodes": nnodes, "nproc_per_node": 2},
+        env_vars={"MODEL_PATH": "/models/m", **hostile(tmp_path)},
+    )
+    launch = compile_launch(spec)
+    resources = desired(spec)
+    assert [r.name for r in resources] == [role.role for role in launch.roles]
+    for resource, role in zip(resources, launch.roles):
+        script = resource.spec["submit"]["script"]
+        bash_syntax_ok(script, tmp_path, f"{role.role}.sbatch")
+        assert f"#SBATCH --nodes={role.nodes}\n" in script
+        assert ("#SBATCH --gres=gpu:" in script) == (role.gpus_per_node > 0)
+        assert resource.gpus == role.nodes * role.gpus_per_node
+        lines = script.rstrip("\n").split("\n")
+        hashed = lines[lines.index("#SBATCH --ntasks-per-node=1"):]
+        assert resource.spec["script_sha256"] == scripts.digest(hashed)
+
+
+def role_launch(**overrides) -> RoleLaunch:
+    values = dict(role="worker", nodes=1, first_rank=0, gpus_per_node=0, env={}, runtime_env=(), command="true")
+    values.update(overrides)
+    return RoleLaunch(**values)
+
+
+def launch_of(role: RoleLaunch, stack: str = "demo") -> LaunchPlan:
+    return LaunchPlan(stack=stack, target="slurm", launcher="torchrun", workload="training", nnodes=role.nodes, nproc_per_node=1, master_port=29500, roles=(role,))
+
+
+FAKE_SRUN = """#!/bin/bash
+# Stand-in for srun: skip options up to the command, run it as task 0 of a one-node step.
+while [ "$#" -gt 0 ] && [ "${1#-}" != "$1" ]; do shift; done
+export SLURM_PROCID=0 SLURM_JOB_ID=4242 SLURM_JOB_NODELIST=node1
+exec "$@"
+"""
+
+
+def run_script_locally(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Execute a generated sbatch script with bash (``#SBATCH`` lines are comments) and a fake srun."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    srun = bin_dir / "srun"
+    srun.write_text(FAKE_SRUN)
+    srun.chmod(0o755)
+    home = tmp_path / "home"
+    (home / ".madinfra" / "demo").mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "job.sbatch"
+    path.write_text(script)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home)}
+    return subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+
+
+def test_hostile_env_values_reach_the_task_unchanged_and_run_nothing(slurm_stack, tmp_path: Path) -> None:
+    values = hostile(tmp_path)
+    out = tmp_path / "seen"
+    out.mkdir()
+    dump = "; ".join(f'printf %s "${name}" > {shlex.quote(str(out / name))}' for name in values)
+    role = role_launch(env=values, command=dump)
+    spec = slurm_stack()
+    job = scripts.render_job(spec, launch_of(role), role)
+    proc = run_script_locally(job.script, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name, value in values.items():
+        assert (out / name).read_text() == value, name
+    assert not list(tmp_path.glob("pwned*")), "a user value was executed"
+
+
+def test_runtime_env_is_exported_in_order_on_the_node_and_unset_is_applied(slurm_stack, tmp_path: Path) -> None:
+    role = role_launch(
+        env={"BASE": "10", "DROP_ME": "still here"},
+        runtime_env=(("FIRST", "${BASE}1"), ("SECOND", "${FIRST}2"), ("RANKED", "rank-${SLURM_PROCID}")),
+        unset_env=("DROP_ME",),
+        command=f'cd "${{MADINFRA_WORKDIR:-.}}" || exit 1\necho "$FIRST $SECOND $RANKED ${{DROP_ME-unset}} $PWD" > {shlex.quote(str(tmp_path / "out"))}',
+    )
+    job = scripts.render_job(slurm_stack(), launch_of(role), role)
+    proc = run_script_locally(job.script, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out").read_text().split() == ["101", "1012", "rank-0", "unset", str(tmp_path / "home" / ".madinfra" / "demo")]
+
+
+def test_secret_values_come_from_a_sourced_file_never_from_the_script(slurm_stack, tmp_path: Path) -> None:
+    secret = "s3cr3t value; $(touch pwned-secret) 'q'"
+    role = role_launch(command=f'printf %s "$API_TOKEN" > {shlex.quote(str(tmp_path / "token"))}')
+    job = scripts.render_job(slurm_stack(), launch_of(role), role, secret_digests={"API_TOKEN": "sha256:abc"})
+    assert secret not in job.script
+    assert "# madinfra:secret API_TOKEN sha256:abc" in job.script
+    assert '. "$MADINFRA_WORKDIR"/worker.secrets.env' in job.script
+    (tmp_path / "home" / ".madinfra" / "demo").mkdir(parents=True)
+    (tmp_path / "home" / ".madinfra" / "demo" / "worker.secrets.env").write_text(scripts.secrets_text({"API_TOKEN": secret}))
+    proc = run_script_locally(job.script, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "token").read_text() == secret
+    assert not list(tmp_path.rglob("pwned-secret"))
+
+
+@pytest.mark.parametrize("field", ["partition", "qos", "account", "constraint", "nodelist", "exclude", "reservation", "mail_user"])
+@pytest.mark.parametrize("bad", ["debug\ntouch /tmp/pwned", "two words", "quo'te", "semi;colon"])
+def test_sbatch_option_values_must_be_one_word(slurm_stack, field: str, bad: str) -> None:
+    spec = slurm_stack(slurm={"partition": "debug", "nodes": 1, "gpus_per_node": 1, "time": "10", field: bad})
+    with pytest.raises(ConfigError, match=f"slurm.{field}"):
+        desired(spec)
+
+
+def test_modules_and_remote_dir_are_quoted(slurm_stack) -> None:
+    spec = slurm_stack(slurm={"partition": "debug", "nodes": 1, "gpus_per_node": 0, "time": "10", "modules": ["rocm/6.2", "x; touch /tmp/pwned"], "remote_dir": "/scratch/my dir"})
+    script = desired(spec)[0].spec["submit"]["script"]
+    assert "module load rocm/6.2\nmodule load 'x; touch /tmp/pwned'\n" in script
+    assert "export MADINFRA_WORKDIR='/scratch/my dir/demo'\n" in script
+    assert "#SBATCH --gres" not in script
+
+
+@pytest.mark.parametrize(("path", "word"), [("~/.madinfra/s", '"$HOME"/.madinfra/s'), ("~", '"$HOME"'), ("/abs/path", "/abs/path"), ("rel dir", "'rel dir'")])
+def test_remote_paths_expand_home_but_nothing_else(path: str, word: str) -> None:
+    assert scripts.shell_path(path) == word
+
+
+def test_header_lists_every_option_and_the_comment_records_hash_and_asked_defaults(slurm_stack) -> None:
+    spec = slurm_stack(
+        slurm={
+            "partition": "gpu", "nodes": 2, "gpus_per_node": 4, "time": "24:00:00", "exclusive": True, "qos": "high",
+            "account": "proj", "constraint": "mi300x&ib", "nodelist": "n[1-2]", "exclude": "n3", "reservation": "resv",
+            "mem": "64000", "mail_user": "me@example.com", "mail_type": "END,FAIL",
+        },
+        distributed={"launcher": "torchrun", "nnodes": 2, "nproc_per_node": 4},
+    )
+    resource = desired(spec)[0]
+    script = resource.spec["submit"]["script"]
+    for line in (
+        "--job-name=madinfra.demo.worker", "--partition=gpu", "--nodes=2", "--time=1-00:00:00", "--gres=gpu:4", "--exclusive",
+        "--qos=high", "--account=proj", "--constraint=mi300x&ib", "--nodelist=n[1-2]", "--exclude=n3", "--reservation=resv",
+        "--mem=64000M", "--ntasks-per-node=1", "--output=logs/%x_%j.out", "--error=logs/%x_%j.err",
+        "--mail-user=me@example.com", "--mail-type=END,FAIL",
+    ):
+        assert f"#SBATCH {line}\n" in script
+    comment = resource.spec["submit"]["comment"]
+    assert scripts.parse_comment(comment) == {
+        "stack": "demo", "resource": "slurm/Job/worker", "script": resource.spec["script_sha256"],
+        "exclusive": "1", "qos": "high", "account": "proj", "mem": "64000M",
+    }
+    assert resource.spec["comment"] == "madinfra:stack=demo;resource=slurm/Job/worker"
+    assert resource.spec["time"] == "1-00:00:00" and resource.spec["mem"] == "64000M" and resource.spec["exclusive"] is True
+
+
+def test_parse_comment_ignores_foreign_comments() -> None:
+    assert scripts.parse_comment("nightly benchmark") is None
+    assert scripts.parse_comment("madinfra:stack=a;resource=slurm/Job/w;junk") == {"stack": "a", "resource": "slurm/Job/w"}
+
+
+def sha(spec, **kw) -> str:
+    role = compile_launch(spec).roles[0]
+    return scripts.render_job(spec, compile_launch(spec), role, **kw).script_sha256
+
+
+def test_script_hash_ignores_options_that_change_in_place(slurm_stack) -> None:
+    base = sha(slurm_stack())
+    assert sha(slurm_stack(slurm={"partition": "debug", "nodes": 1, "gpus_per_node": 1, "time": "99"})) == base
+    assert sha(slurm_stack(slurm={"partition": "other", "nodes": 1, "gpus_per_node": 1, "time": "10"})) == base
+    assert sha(slurm_stack(slurm={"partition": "debug", "nodes": 1, "gpus_per_node": 1, "time": "10", "qos": "high", "exclusive": True})) == base
+
+
+def test_script_hash_moves_with_everything_a_running_job_cannot_change(slurm_stack) -> None:
+    base = sha(slurm_stack())
+    assert sha(slurm_stack(env_vars={"X": "1"})) != base
+    assert sha(slurm_stack(roles={"worker": {"command": "sleep 1"}})) != base
+    assert sha(slurm_stack(slurm={"partition": "debug", "nodes": 1, "gpus_per_node": 1, "time": "10", "modules": ["rocm"]})) != base
+    assert sha(slurm_stack(), files_digest="sha256:1") != sha(slurm_stack(), files_digest="sha256:2")
+    assert sha(slurm_stack(), secret_digests={"T": "sha256:1"}) != sha(slurm_stack(), secret_digests={"T": "sha256:2"})
+
+
+def test_endpoint_file_lists_one_url_per_node() -> None:
+    assert scripts.endpoints_text(["10.0.0.1", "10.0.0.2"], 30000) == "http://10.0.0.1:30000\nhttp://10.0.0.2:30000\n"
