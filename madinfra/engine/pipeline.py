@@ -81,6 +81,11 @@ def open_stack(
         insecure_skip_host_key_check=base.insecure_skip_host_key_check,
     )
     provider = (provider_factory or provider_for)(spec.target, options)
+    # Optional hook: commands that never call desired() (destroy, apply PLAN, show, output)
+    # still need the provider to act for this stack (its namespace, context, Pulumi stack).
+    bind = getattr(provider, "bind", None)
+    if callable(bind):
+        bind(spec)
     redactor = Redactor.for_spec(spec)
     return StackContext(stack_file, spec, fingerprint, provider, StateStore(state_dir, redactor), redactor)
 

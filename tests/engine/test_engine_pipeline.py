@@ -114,3 +114,19 @@ def test_open_stack_passes_provider_options(stack_file, tmp_path):
 def test_missing_stack_file_is_a_clear_error(tmp_path):
     with pytest.raises(MadinfraError, match="nope.yaml"):
         stack_fingerprint(tmp_path / "nope.yaml")
+
+
+def test_open_stack_binds_the_provider_to_the_stack(tmp_path):
+    """destroy / apply PLAN / show never call desired(): the provider learns its stack from bind()."""
+    from madinfra.engine.pipeline import open_stack
+
+    stack_file = tmp_path / "bound.yaml"
+    stack_file.write_text("name: bound\nslurm: {partition: debug}\n")
+    bound = []
+
+    class Bindable(MemoryProvider):
+        def bind(self, spec):
+            bound.append(spec.name)
+
+    ctx = open_stack(stack_file, tmp_path / "state", provider_factory=lambda target, options: Bindable(options))
+    assert bound == ["bound"] and ctx.spec.name == "bound"
