@@ -88,21 +88,43 @@ def _last_line(text: str) -> str:
 
 
 class EventRouter:
-    """Engine events -> progress lines and exactly one ``record`` per planned change."""
+    """Engine events -> progress lines and exactly one ``record`` per planned change.
 
-    def __init__(self, changes: list[Change], progress: ProgressCallback, record: RecordCallback, to_live: ToLive):
+    Changes in ``hold`` (workloads whose readiness is checked after Pulumi is done with them) are
+    not recorded when Pulumi reports them: their live state is kept until ``release`` says
+    whether they became ready, so a rollout that never gets ready is recorded as failed.
+    """
+
+    def __init__(self, changes: list[Change], progress: ProgressCallback, record: RecordCallback, to_live: ToLive, hold: set[str] | None = None):
         self.changes = {c.resource_id: c for c in changes}
         self.progress = progress
         self.record = record
         self.to_live = to_live
+        self.hold = set(hold or ())
         self.recorded: set[str] = set()
+        self.held: dict[str, Resource | None] = {}
         self.errors: dict[str, str] = {}
 
-    def _once(self, rid: str, live: Resource | None, error: Exception | None) -> None:
+    def report(self, rid: str, live: Resource | None, error: Exception | None) -> None:
+        """The outcome of ``rid`` as Pulumi saw it (once; later reports are ignored)."""
         if rid in self.recorded or rid not in self.changes:
             return
         self.recorded.add(rid)
+        if error is None and rid in self.hold:
+            self.held[rid] = live
+            return
         self.record(self.changes[rid], live, error)
+
+    def release(self, rid: str, error: Exception | None = None) -> None:
+        """Record a held change now that its readiness is known (``error`` if it is not ready)."""
+        if rid in self.held:
+            self.record(self.changes[rid], self.held.pop(rid), error)
+
+    def fail(self, rids: list[str], error: Exception) -> None:
+        """Record ``error`` for every change of ``rids`` that is held or not reported yet."""
+        for rid in rids:
+            self.release(rid, error)
+            self.report(rid, None, error)
 
     def __call__(self, event: Any) -> None:
         if event.diagnostic_event is not None and event.diagnostic_event.urn:
@@ -123,7 +145,7 @@ class EventRouter:
         elif event.res_op_failed_event is not None:
             rid = resource_id_from_urn(event.res_op_failed_event.metadata.urn)
             why = self.errors.get(rid, f"Pulumi {_op(event.res_op_failed_event.metadata)} failed")
-            self._once(rid, None, ProviderError(f"{rid}: {why}"))
+            self.report(rid, None, ProviderError(f"{rid}: {why}"))
 
     def _outputs(self, meta: Any) -> None:
         rid = resource_id_from_urn(meta.urn)
@@ -134,7 +156,7 @@ class EventRouter:
         if change.action == "delete":
             if op in _DELETE_OPS:
                 self.progress(rid, "deleted")
-                self._once(rid, None, None)
+                self.report(rid, None, None)
             return
         if op in _DELETE_OPS:
             return
@@ -142,7 +164,7 @@ class EventRouter:
         outputs = dict(state.outputs) if state is not None and state.outputs else {}
         kind = rid.split("/")[1]
         self.progress(rid, "done" if op == "same" else f"{op} done")
-        self._once(rid, self.to_live(outputs, kind) if outputs.get("metadata") else None, None)
+        self.report(rid, self.to_live(outputs, kind) if outputs.get("metadata") else None, None)
 
     def unrecorded(self) -> list[Change]:
         return [c for rid, c in self.changes.items() if rid not in self.recorded]

@@ -123,6 +123,10 @@ def summarize_status(obj: dict[str, Any], kind: str) -> dict[str, Any]:
         updated = status.get("updatedReplicas", 0) or 0
         current = (status.get("observedGeneration") or 0) >= ((obj.get("metadata") or {}).get("generation") or 0)
         rolled_out = current and ready >= wanted and updated >= wanted and (status.get("replicas", 0) or 0) <= wanted
+        if kind == "StatefulSet" and status.get("updateRevision") and status.get("currentRevision"):
+            # What `kubectl rollout status` checks too: pods of the old revision may still be
+            # counted as updated while the controller is mid-rollout.
+            rolled_out = rolled_out and status["updateRevision"] == status["currentRevision"]
         return {
             "replicas": wanted,
             "ready_replicas": ready,

@@ -12,6 +12,12 @@ Topologies:
   Service per pool (prefill, decode): resizing one pool changes only that StatefulSet and the
   proxy (whose command lists the pool's pod URLs).
 The endpoint Service of every inference stack is ``<stack>-api`` (see ``endpoint_service_name``).
+
+A stack with ``topology_env`` (disaggregated SGLang) also gets the ConfigMap ``<stack>-topology``,
+read by every pod with ``envFrom`` (see topology.py). Pools roll out one at a time, proxy last:
+decode rolls after prefill and the proxy after both (``ROLLOUT_ORDER``), which becomes
+``depends_on`` and so the order of Pulumi's program, of the engine's plan, and of the provider's
+apply steps, which wait for each rollout before the next.
 """
 
 from __future__ import annotations
@@ -26,12 +32,17 @@ from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.naming import ROLE_LABEL, STACK_LABEL, configmap_name, dns_label, k8s_labels, label_value, service_name, workload_name
 from madinfra.resources import Resource
 from providers.kubernetes import pod as pods
-from providers.kubernetes.objects import API_VERSIONS, resource_id, to_resource
+from providers.kubernetes.identity import independent_replica, stateful_member
+from providers.kubernetes.objects import API_VERSIONS, ROLLS_AFTER_ANNOTATION, resource_id, to_resource
 from providers.kubernetes.scripts import ScriptBundle, collect
+from providers.kubernetes.topology import configmap_body, topology_configmap_name
 
 SCRIPTS_DIGEST_ANNOTATION = "madinfra.io/scripts-digest"
 SECRETS_DIGEST_ANNOTATION = "madinfra.io/secrets-digest"
 STS_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+ROLLOUT_ORDER = ("prefill", "decode", "proxy")
+"""Roles that roll out one after another in this order: the proxy last, once every pool it
+routes to has rolled out."""
 
 
 def endpoint_service_name(stack: str) -> str:
@@ -89,8 +100,14 @@ class _Builder:
     def labels(self, role: str | None = None) -> dict[str, str]:
         return k8s_labels(self.stack, role, self.model)
 
-    def add(self, kind: str, name: str, body: dict[str, Any], role: str | None = None, namespaced: bool = True) -> None:
-        self.manifests.append(manifest(kind, name, self.namespace if namespaced else None, self.labels(role), body))
+    def add(self, kind: str, name: str, body: dict[str, Any], role: str | None = None, namespaced: bool = True) -> dict[str, Any]:
+        obj = manifest(kind, name, self.namespace if namespaced else None, self.labels(role), body)
+        self.manifests.append(obj)
+        return obj
+
+    @property
+    def topology(self) -> str | None:
+        return topology_configmap_name(self.stack) if self.launch.topology_env else None
 
     def build(self) -> list[dict[str, Any]]:
         if self.k8s.create_namespace:
@@ -104,6 +121,8 @@ class _Builder:
             if self.bundle.binary_data:
                 body["binaryData"] = dict(self.bundle.binary_data)
             self.add("ConfigMap", configmap_name(self.stack), body)
+        if self.topology:
+            self.add("ConfigMap", self.topology, configmap_body(self.launch.topology_env))
         for role in self.launch.roles:
             self.role(role)
         return self.manifests
@@ -129,20 +148,40 @@ class _Builder:
                 configmap=configmap_name(self.stack) if self.bundle else None,
                 script_paths=dict(self.bundle.paths),
                 secret=secret_name(self.stack) if self.digests else None,
+                topology=self.topology,
                 annotations=self.annotations(),
                 probe=probe,
             )
         )
 
+    def user_env(self, role: RoleLaunch) -> frozenset[str]:
+        override = self.spec.roles.get(role.role)
+        return frozenset(override.env) if override is not None else frozenset()
+
+    def rolls_after(self, role: RoleLaunch) -> list[str]:
+        """Ids of the workloads of the roles before this one in ROLLOUT_ORDER."""
+        if role.role not in ROLLOUT_ORDER:
+            return []
+        earlier = ROLLOUT_ORDER[: ROLLOUT_ORDER.index(role.role)]
+        return [
+            resource_id(controller_for(self.launch, other), workload_name(self.stack, other.role))
+            for name in earlier
+            for other in self.launch.roles
+            if other.role == name
+        ]
+
     def role(self, role: RoleLaunch) -> None:
         controller = controller_for(self.launch, role)
         name = workload_name(self.stack, role.role)
         if controller == "Job":
-            self.job(role, name)
+            obj = self.job(role, name)
         elif controller == "Deployment":
-            self.deployment(role, name)
+            obj = self.deployment(independent_replica(role, self.stack, self.namespace, self.user_env(role)), name)
         else:
-            self.statefulset(role, name)
+            obj = self.statefulset(stateful_member(role, self.stack, self.namespace, self.user_env(role)), name)
+        after = self.rolls_after(role)
+        if after:
+            obj["metadata"]["annotations"] = {ROLLS_AFTER_ANNOTATION: ",".join(after)}
 
     def headless(self, role: RoleLaunch, ports: list[dict[str, Any]]) -> str:
         name = service_name(self.stack, role.role)
@@ -173,7 +212,7 @@ class _Builder:
         }
         self.add("Service", endpoint_service_name(self.stack), body, role.role)
 
-    def job(self, role: RoleLaunch, name: str) -> None:
+    def job(self, role: RoleLaunch, name: str) -> dict[str, Any]:
         multi = role.nodes > 1
         subdomain = None
         if multi:
@@ -187,20 +226,24 @@ class _Builder:
         if self.k8s.ttl_seconds_after_finished is not None:
             spec["ttlSecondsAfterFinished"] = self.k8s.ttl_seconds_after_finished
         spec["template"] = self.template(role, name, "Never", subdomain, None)
-        self.add("Job", name, {"spec": spec}, role.role)
+        return self.add("Job", name, {"spec": spec}, role.role)
 
-    def deployment(self, role: RoleLaunch, name: str) -> None:
+    def deployment(self, role: RoleLaunch, name: str) -> dict[str, Any]:
+        # No surge for GPU pods: a GPU pod rarely has a spare node to surge onto, so replace one
+        # at a time. A pod without GPUs (the proxy) surges: the new one is ready before the old
+        # one stops, so updating the proxy's endpoint list never takes the endpoint down.
+        rolling = {"maxSurge": 0, "maxUnavailable": 1} if role.gpus_per_node > 0 else {"maxSurge": 1, "maxUnavailable": 0}
         spec = {
             "replicas": role.nodes,
             "selector": {"matchLabels": selector(self.stack, role.role)},
-            # No surge: a GPU pod rarely has a spare node to surge onto; replace one at a time.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
             "template": self.template(role, name, "Always", None, "each"),
         }
-        self.add("Deployment", name, {"spec": spec}, role.role)
+        obj = self.add("Deployment", name, {"spec": spec}, role.role)
         self.endpoint(role)
+        return obj
 
-    def statefulset(self, role: RoleLaunch, name: str) -> None:
+    def statefulset(self, role: RoleLaunch, name: str) -> dict[str, Any]:
         headless = self.headless(role, self.role_ports(role))
         rank0_only = self.launch.launcher == "sglang"
         spec = {
@@ -210,9 +253,10 @@ class _Builder:
             "selector": {"matchLabels": selector(self.stack, role.role)},
             "template": self.template(role, name, "Always", None, "rank0" if rank0_only else "each"),
         }
-        self.add("StatefulSet", name, {"spec": spec}, role.role)
+        obj = self.add("StatefulSet", name, {"spec": spec}, role.role)
         if role.role == "server":
             self.endpoint(role, {STS_POD_NAME_LABEL: f"{name}-0"})
+        return obj
 
 
 def desired_manifests(spec: StackSpec, launch: LaunchPlan, stack_dir: Path = Path(".")) -> list[dict[str, Any]]:

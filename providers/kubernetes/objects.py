@@ -23,6 +23,11 @@ API_VERSIONS = {
     "StatefulSet": "apps/v1",
 }
 
+ROLLS_AFTER_ANNOTATION = "madinfra.io/rolls-after"
+"""Comma-separated ids of workloads this one rolls out after (disaggregated pools, then proxy).
+An annotation, not a field of the pod template, so live objects carry the same order as desired
+ones (deletes run in reverse) and changing it restarts nothing."""
+
 
 def resource_id(kind: str, name: str) -> str:
     return f"k8s/{kind}/{name}"
@@ -60,7 +65,8 @@ def gpus_per_pod(manifest: dict[str, Any]) -> int:
 
 
 def dependencies(manifest: dict[str, Any]) -> list[str]:
-    """Ids of the objects this one needs first: its namespace, scripts, secrets, Services."""
+    """Ids of the objects this one needs first: its namespace, scripts, topology, secrets,
+    Services, and the workloads it rolls out after."""
     deps: list[str] = []
     namespace = (manifest.get("metadata") or {}).get("namespace")
     if namespace and manifest.get("kind") != "Namespace":
@@ -72,6 +78,11 @@ def dependencies(manifest: dict[str, Any]) -> list[str]:
         if (volume.get("secret") or {}).get("secretName"):
             deps.append(resource_id("Secret", volume["secret"]["secretName"]))
     for container in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+        for source in container.get("envFrom") or []:
+            if (source.get("configMapRef") or {}).get("name"):
+                deps.append(resource_id("ConfigMap", source["configMapRef"]["name"]))
+            if (source.get("secretRef") or {}).get("name"):
+                deps.append(resource_id("Secret", source["secretRef"]["name"]))
         for entry in container.get("env") or []:
             ref = (entry.get("valueFrom") or {}).get("secretKeyRef") or {}
             if ref.get("name"):
@@ -79,6 +90,8 @@ def dependencies(manifest: dict[str, Any]) -> list[str]:
     service = pod.get("subdomain") or ((manifest.get("spec") or {}).get("serviceName") if manifest.get("kind") == "StatefulSet" else None)
     if service:
         deps.append(resource_id("Service", service))
+    after = ((manifest.get("metadata") or {}).get("annotations") or {}).get(ROLLS_AFTER_ANNOTATION, "")
+    deps.extend(rid.strip() for rid in after.split(",") if rid.strip())
     return list(dict.fromkeys(deps))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from madinfra.config.schema import StackSpec
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.naming import k8s_labels
+from providers.kubernetes.topology import env_from
 
 DEFAULT_IMAGES = {"AMD": "rocm/pytorch:latest", "NVIDIA": "nvcr.io/nvidia/pytorch:24.05-py3"}
 """Used when ``model.image`` is unset; real stacks should pin their own image."""
@@ -43,6 +44,8 @@ class PodInputs:
     configmap: str | None = None
     script_paths: dict[str, str] = field(default_factory=dict)
     secret: str | None = None
+    topology: str | None = None
+    """The stack's topology ConfigMap, read with ``envFrom`` (never part of ``annotations``)."""
     annotations: dict[str, str] = field(default_factory=dict)
     probe: str | None = None
     """None: no readiness probe; "each": every pod serves; "rank0": only pod 0 serves HTTP."""
@@ -177,6 +180,7 @@ def pod_template(inputs: PodInputs) -> dict[str, Any]:
         "command": ["bash", "-c", escape_dollars(script)],
         "workingDir": WORKSPACE,
         "env": env_list(inputs),
+        **({"envFrom": env_from(inputs.topology)} if inputs.topology else {}),
         "resources": resources(spec, role.gpus_per_node),
         "volumeMounts": mounts,
     }

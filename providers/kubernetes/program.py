@@ -80,7 +80,7 @@ def program_manifest(resource: Resource, secret_values: dict[str, str]) -> dict[
     return manifest
 
 
-def _ordered(resources: list[Resource]) -> list[Resource]:
+def registration_order(resources: list[Resource]) -> list[Resource]:
     """Dependencies before dependents (they must be registered first to be referenced)."""
     by_id = {r.id: r for r in resources}
     done: set[str] = set()
@@ -112,7 +112,7 @@ def register_resources(resources: list[Resource], kube: KubeSettings, secret_val
         provider_args["context"] = kube.context
     provider = k8s.Provider(PROVIDER_NAME, **provider_args)
     created: dict[str, Any] = {}
-    for resource in _ordered(resources):
+    for resource in registration_order(resources):
         kind = kind_of(resource.kind)
         group, version = _CLASSES[kind]
         cls = getattr(getattr(getattr(k8s, group), version), kind)

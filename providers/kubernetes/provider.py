@@ -3,10 +3,13 @@
 This module imports neither Pulumi nor the kubernetes client at import time; each is imported
 by the method that needs it, so ``madinfra render`` and ``plan`` never load Pulumi.
 
-The provider remembers the stack it last computed ``desired`` for: ``read`` lists only that
-stack's namespace (namespaced RBAC suffices), ``apply`` runs the whole desired set as the Pulumi
-program while targeting only the planned changes (so ``apply`` does exactly what the plan showed,
-and resources outside the plan are left alone even when Pulumi's state has drifted).
+The provider remembers the stack it was bound to (``bind``, which ``desired`` also does): ``read``
+lists only that stack's namespace (namespaced RBAC suffices) with the stack's kube context, and
+``apply`` runs the whole desired set as the Pulumi program while targeting only the planned
+changes (so ``apply`` does exactly what the plan showed, and resources outside the plan are left
+alone even when Pulumi's state has drifted). ``apply`` goes in steps (rollout.py): one targeted
+``pulumi up`` per step, then it waits for that step's workloads to be ready, so the pools of a
+serving stack roll one at a time and the proxy last.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from madinfra.launchers.model import LaunchPlan
 from madinfra.naming import MANAGED_BY_LABEL, MANAGED_BY_VALUE, STACK_LABEL, label_value
 from madinfra.resources import Change, ProgressCallback, ProviderOptions, RecordCallback, Resource, UpdateRules
 from providers.kubernetes import client as kube
+from providers.kubernetes import rollout
 from providers.kubernetes.live import belongs_to, to_live_resource
-from providers.kubernetes.manifests import desired_resources
+from providers.kubernetes.manifests import desired_resources, endpoint_service_name
+from providers.kubernetes.objects import resource_id
 from providers.kubernetes.render import render_files
 from providers.kubernetes.rules import KINDS, WORKLOAD_KINDS, kind_of, update_rules
 
@@ -37,14 +42,57 @@ class KubernetesProvider:
         self._desired: list[Resource] = []
 
     # -- pure -------------------------------------------------------------------------------
+    def bind(self, spec: StackSpec) -> None:
+        """Act for this stack: its namespace, kube context, Pulumi stack, secrets, timeouts.
+
+        ``desired`` binds too. Commands that never call ``desired`` (destroy, applying a saved
+        plan, show, output) must bind first, else ``read`` lists every namespace of the default
+        context and ``apply`` refuses to run.
+        """
+        if spec.k8s is None:
+            raise MadinfraError(f"Stack '{spec.name}' targets {spec.target}, not k8s; the Kubernetes provider cannot deploy it")
+        if self._spec is not None and self._spec.name != spec.name:
+            self._desired = []
+        self._spec = spec
+
     def desired(self, spec: StackSpec, launch: LaunchPlan) -> list[Resource]:
         resources = desired_resources(spec, launch, self.options.stack_dir)
-        self._spec = spec
+        self.bind(spec)
         self._desired = resources
         return resources
 
     def update_rules(self, kind: str) -> UpdateRules:
         return update_rules(kind)
+
+    def restarts_on_update(self, change: Change) -> bool:
+        """An in-place update of a Deployment/StatefulSet pod template rolls its pods."""
+        return rollout.restarts_pods(change)
+
+    def plan_warnings(self, changes: list[Change]) -> list[str]:
+        """Changes that would leave a serving role with no ready replica (see rollout.py)."""
+        return rollout.warnings(changes)
+
+    def outputs(self, spec: StackSpec, live: list[Resource]) -> dict[str, str]:
+        """``endpoint``: the OpenAI-compatible URL of an inference stack, inside the cluster.
+
+        It is ``http://<stack>-api.<namespace>.svc.cluster.local:<port><api_path>``, with the
+        port the live Service really has; ``(not deployed)`` while that Service does not exist.
+        """
+        from madinfra.launchers.registry import lookup
+
+        if lookup(spec.distributed.launcher).workload != "service" or spec.k8s is None:
+            return {}
+        name = endpoint_service_name(spec.name)
+        service = next((r for r in live if r.id == resource_id("Service", name)), None)
+        ports = ((service.spec.get("spec") or {}).get("ports") or []) if service is not None else []
+        if not ports:
+            return {"endpoint": "(not deployed)"}
+        port = next((p["port"] for p in ports if p.get("name") == "http"), ports[0]["port"])
+        namespace = (service.spec.get("metadata") or {}).get("namespace") or spec.k8s.namespace
+        api_path = spec.service.api_path if spec.service is not None else "/v1"
+        if api_path and not api_path.startswith("/"):
+            api_path = "/" + api_path
+        return {"endpoint": f"http://{name}.{namespace}.svc.cluster.local:{port}{api_path}"}
 
     def render_files(self, resources: list[Resource]) -> dict[str, str]:
         return render_files(resources)
@@ -144,37 +192,62 @@ class KubernetesProvider:
                     raise MadinfraError(f"secret_env.{key} has changed since the plan was made; run `madinfra plan` again")
         return values
 
+    def _bound(self, action: str) -> StackSpec:
+        if self._spec is None:
+            raise MadinfraError(
+                f"the Kubernetes provider was asked to {action} before it was given the stack's settings (namespace, kube context); "
+                "run `madinfra plan` again, and report this if it keeps happening"
+            )
+        return self._spec
+
     def apply(self, changes: list[Change], progress: ProgressCallback, record: RecordCallback) -> None:
-        """Pulumi ``up`` of the desired set targeted at ``changes``, then wait for readiness."""
+        """Pulumi ``up`` of the desired set, one targeted step at a time, waiting for each
+        step's workloads to be ready before the next (see rollout.steps)."""
         if not changes:
             return
         from providers.kubernetes import automation
-        from providers.kubernetes.program import KubeSettings, build_program, provider_urn, resource_urn
+        from providers.kubernetes.program import KubeSettings, build_program
 
         automation.require_pulumi("apply")
-        if self._spec is None:
-            raise MadinfraError("the Kubernetes provider was asked to apply before computing the stack's desired resources; run `madinfra plan` again")
-        stack_name = self._spec.name
+        spec = self._bound("apply changes")
         resources = self._program_resources(changes)
         secret_values = self._secret_values(resources)
         target = self.kube_target()
         program = build_program(resources, KubeSettings(kubeconfig=target.kubeconfig, context=target.context), secret_values)
-        stack = automation.select_stack(stack_name, self.options.work_dir, program)
-        targets = [provider_urn(stack_name)] + [resource_urn(stack_name, c.resource_id) for c in changes]
-        router = automation.EventRouter(changes, progress, record, to_live_resource)
+        stack = automation.select_stack(spec.name, self.options.work_dir, program)
+        waited = {c.resource_id for c in changes if c.action != "delete" and c.resource_id.split("/")[1] in WORKLOAD_KINDS}
+        router = automation.EventRouter(changes, progress, record, to_live_resource, hold=waited)
+        for step in rollout.steps(changes):
+            self._apply_step(stack, step, router, progress)
+
+    def _apply_step(self, stack: Any, step: list[Change], router: Any, progress: ProgressCallback) -> None:
+        """One targeted ``up``, then readiness of the step's workloads; raises on failure after
+        recording it (the engine reports later steps as not done)."""
+        from providers.kubernetes import automation
+        from providers.kubernetes.program import provider_urn, resource_urn
+
+        spec = self._bound("apply changes")
+        assert spec.k8s is not None
+        rids = [c.resource_id for c in step]
+        targets = [provider_urn(spec.name)] + [resource_urn(spec.name, rid) for rid in rids]
         try:
             automation.up(stack, targets, router)
         except MadinfraError as exc:
-            for change in router.unrecorded():
-                record(change, None, exc)
+            router.fail(rids, exc)
             raise
-        leftovers = router.unrecorded()
+        leftovers = [c for c in step if c.resource_id not in router.recorded]
         if leftovers:
-            live = {r.id: r for r in self.read(stack_name)}
+            live = {r.id: r for r in self.read(spec.name)}
             for change in leftovers:
-                router._once(change.resource_id, None if change.action == "delete" else live.get(change.resource_id), None)
-        assert self._spec.k8s is not None
-        self.wait_ready([c.resource_id for c in changes if c.action != "delete"], progress, self._spec.k8s.ready_timeout)
+                router.report(change.resource_id, None if change.action == "delete" else live.get(change.resource_id), None)
+        waited = [rid for rid in rids if rid in router.hold]
+        try:
+            self.wait_ready(waited, progress, spec.k8s.ready_timeout)
+        except MadinfraError as exc:
+            router.fail(waited, exc)
+            raise
+        for rid in waited:
+            router.release(rid)
 
     def destroy(self, stack: str, progress: ProgressCallback) -> None:
         """Remove everything Pulumi manages for ``stack`` (the engine normally applies deletes)."""

@@ -7,7 +7,7 @@ import base64
 
 import pulumi
 import pytest
-from conftest import build, launch_plan, role
+from conftest import ROOT, build, launch_plan, role
 
 from madinfra.config import resolve
 from providers.kubernetes.manifests import desired_resources
@@ -15,6 +15,7 @@ from providers.kubernetes.program import (
     PROVIDER_NAME,
     SKIP_AWAIT,
     KubeSettings,
+    registration_order,
     build_program,
     program_manifest,
     provider_urn,
@@ -171,3 +172,23 @@ def test_build_program_is_a_callable_that_registers_everything(run, monkeypatch)
 
     go()
     assert {a.name for a in mocks.created} == {PROVIDER_NAME, "k8s/Job/demo"}
+
+
+def test_disaggregated_stack_registers_topology_first_and_pools_in_rollout_order(run):
+    """Pulumi gets the order as depends_on: topology before every pod, prefill -> decode -> proxy."""
+    _, _, resources = build(ROOT / "stacks" / "k8s" / "sglang-disagg.yaml")
+    created, options, objects = run(resources)
+    names = [a.name for a in created if a.typ != "pulumi:providers:kubernetes"]
+    stack = "llama70b-disagg-k8s"
+    topology, prefill, decode, proxy = (f"k8s/ConfigMap/{stack}-topology", f"k8s/StatefulSet/{stack}-prefill", f"k8s/StatefulSet/{stack}-decode", f"k8s/Deployment/{stack}-proxy")
+    assert names.index(topology) < names.index(prefill) < names.index(decode) < names.index(proxy)
+    by_name = {a.name: a for a in created}
+    assert by_name[topology].inputs["data"]["DECODE_COUNT"] == "3"
+    for workload in (prefill, decode, proxy):
+        assert by_name[workload].inputs["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"configMapRef": {"name": f"{stack}-topology"}}]
+    id_of = {id(obj): rid for rid, obj in objects.items()}
+    registered = [r.id for r in registration_order(resources)]  # the order ResourceOptions are built in
+    depends_on = {rid: [id_of[id(o)] for o in opts["depends_on"]] for rid, opts in zip(registered, options)}
+    assert depends_on[decode] == [topology, f"k8s/Service/{stack}-decode", prefill]
+    assert depends_on[proxy] == [topology, prefill, decode]
+    assert depends_on[prefill] == [topology, f"k8s/Service/{stack}-prefill"]

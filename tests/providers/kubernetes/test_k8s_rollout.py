@@ -1,0 +1,176 @@
+"""Apply steps, restarts and "no ready replica" warnings, from planned changes (pure)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from conftest import ROOT, K8S_STACK_FILES, build, server_view
+
+from madinfra.config import resolve
+from madinfra.engine.pipeline import compute_plan
+from madinfra.launchers import compile
+from madinfra.planner import plan
+from madinfra.resources import Change, ProviderOptions
+from providers.kubernetes import KubernetesProvider
+from providers.kubernetes.automation import EventRouter
+from providers.kubernetes.live import to_live_resource
+from providers.kubernetes.rollout import restarts_pods, steps, warnings
+from providers.kubernetes.rules import update_rules
+
+pytestmark = pytest.mark.k8s
+
+
+def stack(launcher="sglang-disagg", nnodes=5, image="img:1", name="demo", **extra):
+    return resolve({
+        "name": name,
+        "k8s": {"namespace": "ml", "gpu_count": 8},
+        "model": {"image": image, "model_path": "/m"},
+        "distributed": {"launcher": launcher, "nnodes": nnodes, "nproc_per_node": 8},
+        **extra,
+    })
+
+
+def resources(spec):
+    return KubernetesProvider().desired(spec, compile(spec))
+
+
+def changes(before, after):
+    return plan(resources(after), resources(before), None, update_rules).changes
+
+
+def ids(groups):
+    return [[c.resource_id for c in group] for group in groups]
+
+
+def test_first_apply_creates_everything_in_one_step():
+    created = plan(resources(stack()), [], None, update_rules).changes
+    assert ids(steps(created)) == [[c.resource_id for c in created]]
+    assert warnings(created) == []
+
+
+def test_each_changed_workload_ends_a_step_and_a_pure_shrink_goes_last():
+    assert ids(steps(changes(stack(image="img:1"), stack(image="img:2")))) == [
+        ["k8s/StatefulSet/demo-prefill"],
+        ["k8s/StatefulSet/demo-decode"],
+        ["k8s/Deployment/demo-proxy"],
+    ]
+    shrink = changes(stack(nnodes=7), stack(nnodes=6))  # 2/4 -> 2/3
+    assert ids(steps(shrink)) == [["k8s/ConfigMap/demo-topology", "k8s/Deployment/demo-proxy"], ["k8s/StatefulSet/demo-decode"]]
+
+
+def test_deletes_go_first_in_reverse_rollout_order_and_do_not_wait():
+    gone = changes(stack("sglang-disagg", 5), stack("vllm", 2))
+    assert ids(steps(gone)) == [[
+        "k8s/Deployment/demo-proxy",
+        "k8s/StatefulSet/demo-decode",
+        "k8s/Service/demo-decode",
+        "k8s/StatefulSet/demo-prefill",
+        "k8s/Service/demo-prefill",
+        "k8s/ConfigMap/demo-topology",
+        "k8s/Deployment/demo",
+        "k8s/Service/demo-api",
+    ]]
+
+
+def test_live_objects_carry_the_rollout_order_so_deletes_run_in_reverse():
+    desired = resources(stack())
+    known = {r.id for r in desired}
+    for resource in desired:
+        live = to_live_resource(server_view(resource.spec), resource.kind.split("/")[1])
+        assert tuple(d for d in live.depends_on if d in known) == resource.depends_on, resource.id
+    proxy = next(r for r in resources(stack()) if r.id == "k8s/Deployment/demo-proxy")
+    assert proxy.spec["metadata"]["annotations"] == {"madinfra.io/rolls-after": "k8s/StatefulSet/demo-prefill,k8s/StatefulSet/demo-decode"}
+
+
+def test_restarts_only_for_pod_template_changes_of_rolling_workloads():
+    image = {c.resource_id: c for c in changes(stack(image="img:1"), stack(image="img:2"))}
+    assert all(restarts_pods(c) for c in image.values())
+    resize = {c.resource_id: c for c in changes(stack(nnodes=6), stack(nnodes=7))}  # decode 3 -> 4
+    assert not restarts_pods(resize["k8s/StatefulSet/demo-decode"]) and not restarts_pods(resize["k8s/ConfigMap/demo-topology"])
+    job = changes(stack("torchrun", 2), stack("torchrun", 2, image="img:2"))
+    assert [c.action for c in job] == ["replace"] and not restarts_pods(job[0])
+
+
+@pytest.mark.parametrize(
+    "launcher, nnodes, expected",
+    [
+        ("vllm", 1, ["k8s/Deployment/demo"]),  # one GPU replica, no surge
+        ("vllm", 2, []),  # the other replica keeps serving
+        ("sglang", 1, ["k8s/StatefulSet/demo"]),
+        ("sglang", 2, ["k8s/StatefulSet/demo"]),  # two pods serve one model together
+    ],
+)
+def test_rolling_update_warnings(launcher, nnodes, expected):
+    found = warnings(changes(stack(launcher, nnodes, image="img:1"), stack(launcher, nnodes, image="img:2")))
+    assert [w.split()[1] for w in found] == expected
+    assert all("has no ready replica until it is ready again" in w for w in found)
+
+
+def test_scaling_to_zero_deleting_and_recreate_strategies_warn():
+    (decode,) = [r for r in resources(stack()) if r.id == "k8s/StatefulSet/demo-decode"]
+    zero = copy.deepcopy(decode)
+    zero.spec["spec"]["replicas"] = 0
+    (change,) = plan([zero], [decode], None, update_rules).changes
+    assert warnings([change]) == ["scaling k8s/StatefulSet/demo-decode to 0 replicas leaves role 'decode' with no replica"]
+    deleted = Change("delete", decode.id, None, decode)
+    assert warnings([deleted, Change("update", "k8s/Service/x", None, None)]) == ["destroying k8s/StatefulSet/demo-decode leaves role 'decode' with no replica"]
+    assert warnings([deleted]) == [], "destroying the whole stack is what was asked for"
+    (server,) = [r for r in resources(stack("vllm", 4)) if r.kind == "k8s/Deployment"]
+    recreate, after = copy.deepcopy(server), copy.deepcopy(server)
+    for obj in (recreate, after):
+        obj.spec["spec"]["strategy"] = {"type": "Recreate"}
+    after.spec["spec"]["template"]["spec"]["containers"][0]["image"] = "img:2"
+    (change,) = plan([after], [recreate], None, update_rules).changes
+    assert "stops all 4 pod(s) before starting new ones" in warnings([change])[0]
+    for surge, unavailable, warned in (("0%", "100%", True), ("0", "25%", False), ("25%", "100%", False)):
+        after.spec["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}
+        (change,) = plan([after], [server], None, update_rules).changes
+        assert bool(warnings([change])) is warned, (surge, unavailable)
+
+
+def test_the_engine_shows_the_providers_warnings_and_restarts():
+    """compute_plan calls plan_warnings and restarts_on_update when the provider has them."""
+
+    class Cluster(KubernetesProvider):
+        def __init__(self, live):
+            super().__init__(ProviderOptions())
+            self.live = live
+
+        def read(self, stack):
+            return self.live
+
+    spec = stack(nnodes=3)
+    live = [to_live_resource(r.spec, r.kind.split("/")[1]) for r in resources(spec)]
+    result = compute_plan(stack(nnodes=3, image="img:2"), Cluster(live), None)
+    assert {r.resource_id for r in result.restarts} == {"k8s/StatefulSet/demo-prefill", "k8s/StatefulSet/demo-decode", "k8s/Deployment/demo-proxy"}
+    assert [w.split()[1] for w in result.warnings] == ["k8s/StatefulSet/demo-prefill", "k8s/StatefulSet/demo-decode"]
+
+
+def test_event_router_holds_workloads_until_their_readiness_is_known():
+    (decode,) = [r for r in resources(stack()) if r.id == "k8s/StatefulSet/demo-decode"]
+    (cm,) = [r for r in resources(stack()) if r.kind == "k8s/ConfigMap"]
+    records = []
+    router = EventRouter(
+        [Change("update", decode.id, decode, decode), Change("update", cm.id, cm, cm)],
+        lambda *a: None,
+        lambda change, live, error: records.append((change.resource_id, error)),
+        to_live_resource,
+        hold={decode.id},
+    )
+    router.report(cm.id, None, None)
+    router.report(decode.id, None, None)
+    assert records == [(cm.id, None)] and router.unrecorded() == []
+    failure = RuntimeError("not ready")
+    router.fail([decode.id, cm.id], failure)
+    assert records == [(cm.id, None), (decode.id, failure)]
+    router.release(decode.id)
+    assert len(records) == 2
+
+
+def test_every_k8s_stack_file_is_covered_by_the_provider_tests():
+    """The shared fixture skips files that fail to load; a broken stack must not slip through."""
+    assert set((ROOT / "stacks" / "k8s").glob("*.yaml")) <= set(K8S_STACK_FILES)
+    for path in (ROOT / "stacks" / "k8s").glob("*.yaml"):
+        spec, launch, built = build(path)
+        assert spec.target == "k8s" and launch.workload == "service" and built
