@@ -61,3 +61,44 @@ def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "madinfra", "validate", str(ROOT / "stacks" / "slurm" / "sglang.yaml")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "valid slurm stack 'sglang-qwen'" in proc.stdout
+
+
+def test_render_slurm_writes_one_sbatch_script_per_pool(capsys, tmp_path):
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli(capsys, "render", str(ROOT / "examples/slurm-configs/minimal/sglang-disagg-minimal.json"), "--out", str(out_dir))
+    assert code == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["decode.sbatch", "prefill.sbatch", "proxy.sbatch"]
+    for script in out_dir.iterdir():
+        assert script.read_text().startswith("#!/bin/bash")
+        assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    assert "## role proxy: 1 node(s), ranks 0, 0 GPU(s) per node" in out
+    assert "python3 -m sglang.srt.disaggregation.mini_lb" in out
+
+
+def rendered_files(out: str) -> dict[str, str]:
+    """Split `render` output into {file name: text}; the role summary follows the last file."""
+    body = out.split("\n# launcher=")[0]
+    files = {}
+    for chunk in body.split("# ---- ")[1:]:
+        header, _, text = chunk.partition("\n")
+        files[header.removesuffix(" ----")] = text
+    return files
+
+
+def test_render_k8s_prints_manifests_and_role_env(capsys):
+    code, out, err = run_cli(capsys, "render", str(ROOT / "examples/k8s-configs/basic/sglang-disagg-custom-split.json"))
+    assert code == 0, err
+    kinds = sorted(yaml.safe_load(text)["kind"] for text in rendered_files(out).values())
+    assert kinds.count("StatefulSet") == 2 and kinds.count("Deployment") == 1
+    assert "ConfigMap" in kinds and kinds.count("Service") >= 3
+    assert "# launcher=sglang-disagg target=k8s workload=service nnodes=7" in out
+    assert "## role decode: 2 node(s), ranks 5-6" in out
+
+
+def test_render_target_option_for_a_file_without_a_section(capsys, write_stack):
+    path = write_stack({"name": "pick", "distributed": {"launcher": "torchrun", "nnodes": 2, "nproc_per_node": 2}}, "pick.json")
+    code, out, err = run_cli(capsys, "render", str(path), "--target", "slurm")
+    assert code == 0, err and "# ---- worker.sbatch ----" in out
+    code, out, err = run_cli(capsys, "render", str(path), "--target", "k8s")
+    assert code == 0, err
+    assert "kind: Job" in out and "completionMode: Indexed" in out
