@@ -5,8 +5,9 @@ Layout of a generated script::
     #!/bin/bash
     #SBATCH --job-name / --comment / --partition / --nodes / --time / --gres / --exclusive ...
     #SBATCH --ntasks-per-node=1 / --output / --error / --mail-*      (fixed part)
-    set -eo pipefail, module load, MADINFRA_WORKDIR, cd, secrets, literal env
-    srun ... bash -c '<per-task script: runtime env, unset, command>'
+    set -eo pipefail, module load, MADINFRA_WORKDIR, cd, end-marker trap (training only),
+    secrets, literal env
+    srun ... bash -c '<per-task script: . topology.env, runtime env, unset, command>'
 
 The ``#SBATCH`` lines of the options that ``Resource.spec`` diffs one by one (name, partition,
 nodes, GPUs, time, ...) are left out of ``script_sha256``; everything else (fixed header and
@@ -31,10 +32,16 @@ from madinfra import naming
 from madinfra.config.schema import StackSpec
 from madinfra.errors import ConfigError
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
-from providers.slurm import units
+from providers.slurm import markers, units
 
 KIND = "slurm/Job"
 LOG_DIR = "logs"
+STATUS_DIR = markers.STATUS_DIR
+TOPOLOGY_FILE = "topology.env"
+TOPOLOGY_SOURCE = (
+    f'. "$MADINFRA_WORKDIR"/{TOPOLOGY_FILE} || {{ echo "madinfra: $MADINFRA_WORKDIR/{TOPOLOGY_FILE} is missing; run madinfra apply" >&2; exit 1; }}'
+)
+"""First line of every task of a stack with a topology (``LaunchPlan.topology_env``)."""
 OUTPUT_PATTERN = f"{LOG_DIR}/%x_%j.out"
 ERROR_PATTERN = f"{LOG_DIR}/%x_%j.err"
 ENDPOINTS_DIR = "endpoints"
@@ -241,9 +248,15 @@ def shell_path(path: str) -> str:
     return shlex.quote(path)
 
 
-def task_script(role: RoleLaunch) -> str:
-    """What ``srun`` runs on every node of the pool: runtime env in order, unsets, the command."""
-    lines = [f'export {name}="{expression}"' for name, expression in role.runtime_env]
+def task_script(role: RoleLaunch, *, topology: bool = False) -> str:
+    """What ``srun`` runs on every node of the pool: the stack's topology (when it has one),
+    runtime env in order, unsets, the command.
+
+    The topology file is sourced by a fixed line, never inlined: its values (pool sizes, first
+    ranks) change when another pool is resized, and this job's script hash must not.
+    """
+    lines = [TOPOLOGY_SOURCE] if topology else []
+    lines += [f'export {name}="{expression}"' for name, expression in role.runtime_env]
     if role.unset_env:
         lines.append("unset " + " ".join(role.unset_env))
     lines.append(role.command)
@@ -262,6 +275,8 @@ def body_lines(
 
     Digests of the uploaded files and of secret values are written as comments: they make the
     script hash change when a file or a secret changes, without the file or value being in it.
+    A training job records how it ended (``markers.py``); every task of a stack with a topology
+    sources ``topology.env`` first.
     """
     assert spec.slurm is not None
     secret_digests = secret_digests or {}
@@ -279,13 +294,15 @@ def body_lines(
         f"export MADINFRA_WORKDIR={shell_path(remote_dir(spec))}",
         'cd "$MADINFRA_WORKDIR"',
     ]
+    if launch.workload == "training":
+        lines += markers.trap_lines(role.role)
     if secret_digests:
         lines.append(f'. "$MADINFRA_WORKDIR"/{shlex.quote(secrets_file(role.role))}')
     for name in sorted(role.env):
         lines.append(f"export {name}={shlex.quote(role.env[name])}")
     # No --nodes/--ntasks: the step spans the whole allocation, so a pending job's node count
     # can still change with scontrol update without the script (and its hash) changing.
-    lines.append(f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c {shlex.quote(task_script(role))}")
+    lines.append(f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c {shlex.quote(task_script(role, topology=bool(launch.topology_env)))}")
     return lines
 
 
@@ -327,3 +344,27 @@ def secrets_text(values: dict[str, str]) -> str:
 def endpoints_text(addresses: list[str], port: int) -> str:
     """One ``http://<NodeAddr>:<port>`` per line, in the pool's node order."""
     return "".join(f"http://{address}:{port}\n" for address in addresses)
+
+
+def topology_text(variables: dict[str, str]) -> str:
+    """``topology.env``: one ``export K=V`` line per value, values shell-quoted."""
+    lines = ["# madinfra stack topology; apply rewrites it, every task of the stack sources it"]
+    lines += [f"export {name}={shlex.quote(variables[name])}" for name in sorted(variables)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_topology(text: str) -> dict[str, str]:
+    """The values of a ``topology.env`` as ``topology_text`` writes them (other lines ignored)."""
+    values = {}
+    for line in text.splitlines():
+        if not line.startswith("export "):
+            continue
+        try:
+            words = shlex.split(line[len("export "):])
+        except ValueError:
+            continue
+        for word in words:
+            name, sep, value = word.partition("=")
+            if sep and name:
+                values[name] = value
+    return values

@@ -6,8 +6,10 @@ A job belongs to a stack by its name prefix ``madinfra.<stack>.``; its comment c
 resource id, the script hash and which defaulted options madinfra asked for.
 
 Finished jobs leave ``squeue`` (after MinJobAge they are gone; before, they show a terminal
-state, which is read as gone too). So a training job that ran to completion reads as missing and
-the next plan proposes to create it again, as Terraform would for a resource deleted outside it.
+state). A training job that ended by itself left an end marker with its last squeue row
+(``markers.py``), which the same live read fetches: that job is live, COMPLETED or FAILED, with
+the spec its row gives, so an unchanged stack plans no change for it. A job that ended without a
+marker (cancelled by hand, timed out) reads as gone, and the plan creates it again.
 """
 
 from __future__ import annotations
@@ -19,29 +21,9 @@ from typing import Any, Iterable
 from madinfra import naming
 from madinfra.resources import Resource
 from providers.slurm import scripts, units
+from providers.slurm.fields import FIELDS, FORMAT
+from providers.slurm.markers import EndMarker
 
-FIELDS: tuple[tuple[str, str], ...] = (
-    ("job_id", "%i"),
-    ("name", "%j"),
-    ("state", "%T"),
-    ("time", "%l"),
-    ("nodes", "%D"),
-    ("nodelist", "%N"),
-    ("partition", "%P"),
-    ("tres_per_node", "%b"),
-    ("reason", "%r"),
-    ("oversubscribe", "%h"),
-    ("qos", "%q"),
-    ("account", "%a"),
-    ("constraint", "%f"),
-    ("req_nodes", "%n"),
-    ("exc_nodes", "%x"),
-    ("reservation", "%v"),
-    ("mem", "%m"),
-    ("workdir", "%Z"),
-    ("comment", "%k"),
-)
-FORMAT = "|".join(code for _, code in FIELDS)
 
 RUNNING_STATES = frozenset({"RUNNING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING", "RESIZING", "STAGE_OUT"})
 """States in which the job holds its nodes: only time limit, name and comment can change."""
@@ -129,10 +111,10 @@ def stack_rows(rows: Iterable[JobRow], stack: str) -> list[JobRow]:
     """The stack's active jobs (name prefix ``madinfra.<stack>.``), oldest first."""
     prefix = stack_prefix(stack)
     mine = [row for row in rows if row.name.startswith(prefix) and row.active]
-    return sorted(mine, key=lambda row: _job_number(row.job_id))
+    return sorted(mine, key=lambda row: job_number(row.job_id))
 
 
-def _job_number(job_id: str) -> tuple[int, str]:
+def job_number(job_id: str) -> tuple[int, str]:
     head = re.match(r"\d+", job_id)
     return (int(head.group()) if head else 0, job_id)
 
@@ -206,24 +188,65 @@ def _mem(text: str) -> str | None:
         return value
 
 
-def to_resources(rows: Iterable[JobRow], stack: str) -> list[Resource]:
+def to_resources(rows: Iterable[JobRow], stack: str, markers: Iterable[EndMarker] = ()) -> list[Resource]:
     """Live resources of a stack: one per role; extra jobs of a role become orphans.
 
-    If two active jobs carry one role's name (a manual resubmission, an interrupted apply), the
-    newest is the role's resource and each older one is reported as ``<role>#<job id>``, which no
-    desired resource matches, so the plan deletes it.
+    A role's resource is its newest job, active in ``squeue`` or finished with an end marker. If
+    two active jobs carry one role's name (a manual resubmission, an interrupted apply), each
+    older one is reported as ``<role>#<job id>``, which no desired resource matches, so the plan
+    deletes it. Markers of older jobs are history, not resources.
     """
     mine = stack_rows(rows, stack)
     prefix = stack_prefix(stack)
     newest: dict[str, JobRow] = {}
     for row in mine:
         newest[row.name[len(prefix):]] = row
+    finished = finished_rows(markers, stack)
     resources = []
     for row in mine:
         role = row.name[len(prefix):]
-        name = role if newest[role] is row else f"{role}#{row.job_id}"
+        ended = finished.get(role)
+        superseded = ended is not None and job_number(ended[0].job_id) > job_number(row.job_id)
+        name = role if newest[role] is row and not superseded else f"{role}#{row.job_id}"
         resources.append(row_resource(row, name, role))
+    for role, (marker, row) in sorted(finished.items()):
+        active = newest.get(role)
+        if active is None or job_number(marker.job_id) > job_number(active.job_id):
+            resources.append(finished_resource(marker, row, role))
     return resources
+
+
+def finished_rows(markers: Iterable[EndMarker], stack: str) -> dict[str, tuple[EndMarker, JobRow]]:
+    """Per role, the newest end marker whose recorded row is this stack's job of that role."""
+    prefix = stack_prefix(stack)
+    found: dict[str, tuple[EndMarker, JobRow]] = {}
+    for marker in markers:
+        parsed = parse_squeue(marker.row)
+        if not parsed or parsed[0].name != prefix + marker.role or parsed[0].job_id != marker.job_id:
+            continue
+        best = found.get(marker.role)
+        if best is None or job_number(marker.job_id) > job_number(best[0].job_id):
+            found[marker.role] = (marker, parsed[0])
+    return found
+
+
+def finished_resource(marker: EndMarker, row: JobRow, role: str) -> Resource:
+    """A job that ended by itself: its spec as its last row gives it; it holds no GPUs now."""
+    resource = row_resource(row, role, role)
+    resource.gpus = 0
+    resource.status = {
+        "state": marker.state,
+        "running": False,
+        "finished": True,
+        "exit_code": marker.exit_code,
+        "ended_at": marker.ended_at,
+        "nodes": row.hosts,
+        "job_id": row.job_id,
+    }
+    workdir = _value(row.workdir)
+    if workdir:
+        resource.status["workdir"] = workdir
+    return resource
 
 
 def row_resource(row: JobRow, name: str, role: str) -> Resource:

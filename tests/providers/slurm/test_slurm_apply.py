@@ -5,9 +5,6 @@ plan runs over a single connection."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
-
 import pytest
 
 from madinfra.errors import ProviderError, TransientProviderError
@@ -16,68 +13,13 @@ from madinfra.planner import plan
 from madinfra.resources import Change, FieldChange, ProviderOptions, Resource
 from providers.slurm import SlurmProvider, squeue
 from providers.slurm.connection import CommandResult
-
-
-class FakeConnection:
-    """Answers commands with a handler; records commands and uploaded files."""
-
-    attempts = 3
-
-    def __init__(self, handler: Callable[[str, bool], CommandResult]):
-        self.handler = handler
-        self.commands: list[str] = []
-        self.files: dict[str, tuple[str, int]] = {}
-
-    def run(self, command: str, *, what: str, timeout: float | None = None, idempotent: bool = True) -> CommandResult:
-        self.commands.append(command)
-        return self.handler(command, idempotent)
-
-    def write_text(self, path: str, text: str, *, mode: int = 0o644, what: str) -> None:
-        self.files[path] = (text, mode)
-
-    def put_file(self, local: Path, remote: str, *, what: str) -> None:
-        self.files[remote] = (Path(local).read_text(), 0o644)
-
-    def close(self) -> None:
-        self.commands.append("<close>")
-
-
-def ok(stdout: str = "") -> CommandResult:
-    return CommandResult("", stdout, "", 0)
-
-
-def failed(stderr: str) -> CommandResult:
-    return CommandResult("", "", stderr, 1)
-
-
-def row_text(resource: Resource, job_id: str, state: str = "RUNNING") -> str:
-    spec = resource.spec
-    values = {
-        "job_id": job_id, "name": spec["name"], "state": state, "time": spec["time"], "nodes": str(spec["nodes"]),
-        "nodelist": "node1" if state == "RUNNING" else "", "partition": spec["partition"], "tres_per_node": f"gres:gpu:{spec['gpus_per_node']}",
-        "reason": "None", "oversubscribe": "OK", "qos": "(null)", "account": "(null)", "constraint": "(null)", "req_nodes": "",
-        "exc_nodes": "", "reservation": "(null)", "mem": "0", "workdir": "/home/u/.madinfra/demo", "comment": spec["submit"]["comment"],
-    }
-    return "|".join(values[name] for name, _ in squeue.FIELDS) + "\n"
-
-
-def provider_with(handler, **kwargs) -> tuple[SlurmProvider, FakeConnection]:
-    conn = FakeConnection(handler)
-    ticks = iter(range(0, 10_000))
-    provider = SlurmProvider(ProviderOptions(), connection=conn, sleep=lambda s: None, clock=lambda: float(next(ticks)), **kwargs)
-    return provider, conn
+from slurm_fakes import apply_changes, failed, ok, provider_with, row_text
 
 
 def worker(slurm_stack, **overrides) -> Resource:
     spec = slurm_stack(**overrides)
     (resource,) = SlurmProvider().desired(spec, compile_launch(spec))
     return resource
-
-
-def apply_changes(provider: SlurmProvider, changes: list[Change]) -> list[tuple[str, str | None, Exception | None]]:
-    outcomes: list[tuple[str, str | None, Exception | None]] = []
-    provider.apply(changes, lambda rid, message: None, lambda change, live, error: outcomes.append((change.action, live.provider_id if live else None, error)))
-    return outcomes
 
 
 def test_a_reset_during_sbatch_adopts_the_job_it_did_submit(slurm_stack) -> None:
@@ -136,7 +78,10 @@ def test_create_uploads_the_script_and_a_private_secrets_file(slurm_stack, monke
     assert script == want.spec["submit"]["script"] and script_mode == 0o644
     assert secrets_mode == 0o600 and "export TOKEN='tok '\"'\"'en'\"'\"' $(x)'" in secrets
     assert "tok 'en'" not in script
-    assert conn.commands[0] == 'mkdir -p "$HOME"/.madinfra/demo/endpoints "$HOME"/.madinfra/demo/logs && chmod 700 "$HOME"/.madinfra/demo'
+    assert conn.commands[0] == (
+        'mkdir -p "$HOME"/.madinfra/demo/endpoints "$HOME"/.madinfra/demo/logs "$HOME"/.madinfra/demo/status'
+        ' && chmod 700 "$HOME"/.madinfra/demo && rm -f "$HOME"/.madinfra/demo/status/worker.*'
+    ), "the role's end markers of earlier jobs go before it is submitted again"
     assert 'cd "$HOME"/.madinfra/demo && sbatch --parsable worker.sbatch' in conn.commands
 
 
@@ -213,14 +158,19 @@ def test_a_whole_apply_uses_one_ssh_connection(sandbox, new_sandbox_stack, slurm
         provider.close()
 
 
-def test_a_replaced_pool_keeps_its_endpoint_file_until_the_new_job_rewrites_it(slurm_stack) -> None:
+def disagg_resources(slurm_stack) -> dict[str, Resource]:
     spec = slurm_stack(
         slurm={"partition": "debug", "nodes": 3, "gpus_per_node": 1, "time": "10", "exclusive": False},
         distributed={"launcher": "sglang-disagg", "nnodes": 3, "nproc_per_node": 1},
         env_vars={"MODEL_PATH": "/m"},
         service={"health_check": {"http_path": None}},
     )
-    prefill = SlurmProvider().desired(spec, compile_launch(spec))[1]
+    return {r.id: r for r in SlurmProvider().desired(spec, compile_launch(spec))}
+
+
+def test_a_replaced_pool_keeps_its_endpoint_file_until_its_endpoint_resource_rewrites_it(slurm_stack) -> None:
+    resources = disagg_resources(slurm_stack)
+    prefill, endpoints = resources["slurm/Job/prefill"], resources["slurm/File/endpoints/prefill"]
     live = squeue.to_resources(squeue.parse_squeue(row_text(prefill, "40")), "demo")[0]
     cancelled: set[str] = set()
 
@@ -231,21 +181,58 @@ def test_a_replaced_pool_keeps_its_endpoint_file_until_the_new_job_rewrites_it(s
         if "sbatch" in command:
             return ok("41\n")
         if command.startswith("squeue"):
-            job = "41" if "--jobs=41" in command else "40"
-            return ok("" if job in cancelled else row_text(prefill, job))
+            if "--jobs=" in command:
+                job = command.split("--jobs=")[1].split()[0]
+                return ok("" if job in cancelled else row_text(prefill, job))
+            return ok(row_text(prefill, "41"))
         if command.startswith("scontrol show node"):
             return ok("NodeName=node1 NodeAddr=10.0.0.9 State=ALLOCATED\n")
         return ok()
 
     provider, conn = provider_with(handler)
-    assert apply_changes(provider, [Change("replace", prefill.id, prefill, live)]) == [("replace", "41", None)]
+    stale = Resource("slurm/File", "endpoints/prefill", {"port": 30000, "nodes": 1}, status={"path": "/home/u/.madinfra/demo/endpoints/prefill"})
+    changes = [Change("replace", prefill.id, prefill, live), Change("update", endpoints.id, endpoints, stale)]
+    assert apply_changes(provider, changes) == [("replace", "41", None), ("update", None, None)]
     removals = [c for c in conn.commands if c.startswith("rm -f")]
-    assert removals == ["rm -f /home/u/.madinfra/demo/prefill.secrets.env"]
+    assert removals == ["rm -f /home/u/.madinfra/demo/prefill.secrets.env /home/u/.madinfra/demo/status/prefill.*"]
     assert conn.files[".madinfra/demo/endpoints/prefill"] == ("http://10.0.0.9:30000\n", 0o644)
+    source = f"job=41\npool_job={endpoints.spec['pool_job']}\n"
+    assert conn.files[".madinfra/demo/endpoints/prefill.source"] == (source, 0o644)
 
-    cancelled.clear()
-    conn.commands.clear()
-    assert apply_changes(provider, [Change("delete", live.id, None, live)]) == [("delete", None, None)]
-    assert [c for c in conn.commands if c.startswith("rm -f")] == [
-        "rm -f /home/u/.madinfra/demo/prefill.secrets.env /home/u/.madinfra/demo/endpoints/prefill"
+
+def test_an_endpoint_file_waits_for_a_running_pool(slurm_stack) -> None:
+    resources = disagg_resources(slurm_stack)
+    decode, endpoints = resources["slurm/Job/decode"], resources["slurm/File/endpoints/decode"]
+    provider, conn = provider_with(lambda command, _: ok(row_text(decode, "50", state="PENDING")) if command.startswith("squeue") else ok())
+    ((_, _, error),) = apply_changes(provider, [Change("create", endpoints.id, endpoints, None)])
+    assert isinstance(error, ProviderError)
+    assert "the decode pool is not running (job 50 is PENDING); its endpoint file is written once it runs" in str(error)
+    assert not any(path.endswith("endpoints/decode") for path in conn.files)
+
+
+def test_files_are_written_in_place_and_removed_where_the_live_read_found_them(slurm_stack) -> None:
+    topology = disagg_resources(slurm_stack)["slurm/File/topology.env"]
+    provider, conn = provider_with(lambda command, _: ok())
+    assert apply_changes(provider, [Change("update", topology.id, topology, topology)]) == [("update", None, None)]
+    text, mode = conn.files[".madinfra/demo/topology.env"]
+    assert text == topology.spec["submit"]["text"] and "export SGLANG_DISAGG_DECODE_NODES=1" in text
+    assert conn.commands[0].startswith('mkdir -p "$HOME"/.madinfra/demo/endpoints'), "the directory exists before the first file"
+
+    live_files = [
+        Resource("slurm/File", "topology.env", {"variables": {}}, status={"path": "/home/u/.madinfra/demo/topology.env"}),
+        Resource("slurm/File", "endpoints/decode", {"nodes": 1}, status={"path": "/home/u/.madinfra/demo/endpoints/decode"}),
     ]
+    conn.commands.clear()
+    outcomes = apply_changes(provider, [Change("delete", f.id, None, f) for f in live_files])
+    assert [error for _, _, error in outcomes] == [None, None]
+    assert sorted(conn.commands) == [
+        "rm -f /home/u/.madinfra/demo/endpoints/decode /home/u/.madinfra/demo/endpoints/decode.source",
+        "rm -f /home/u/.madinfra/demo/topology.env",
+    ]
+
+
+def test_a_stack_elsewhere_than_the_default_directory_leaves_a_pointer_there(slurm_stack) -> None:
+    want = worker(slurm_stack, slurm={"partition": "debug", "nodes": 1, "gpus_per_node": 1, "time": "10", "exclusive": False, "remote_dir": "/scratch/me"})
+    provider, conn = provider_with(lambda command, _: ok("7\n") if "sbatch" in command else ok(row_text(want, "7")) if command.startswith("squeue") else ok())
+    assert apply_changes(provider, [Change("create", want.id, want, None)]) == [("create", "7", None)]
+    assert '(cd /scratch/me/demo && pwd) > "$HOME"/.madinfra/demo/.remote_dir' in conn.commands[0]

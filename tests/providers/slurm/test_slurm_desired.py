@@ -12,7 +12,9 @@ from madinfra.launchers import compile as compile_launch
 from madinfra.provider_registry import provider_for
 from madinfra.resources import ProviderOptions
 from madinfra.secrets import secret_digest
-from providers.slurm import SlurmProvider, files
+from madinfra.planner import normalise, order_changes
+from madinfra.resources import Change
+from providers.slurm import SlurmProvider, files, rules, scripts, stackfiles
 
 
 def desired(spec, stack_dir: Path = Path(".")):
@@ -33,26 +35,102 @@ def test_training_is_one_worker_job(slurm_stack) -> None:
     submit = worker.spec["submit"]
     assert submit["ready"] == {"service": False, "timeout": 300, "command": None, "http_path": None, "port": None, "all_nodes": False}
     assert submit["remote_dir"] == "~/.madinfra/demo" and submit["script_file"] == "worker.sbatch"
-    assert submit["endpoint_port"] is None and submit["reads_endpoints"] == {}
 
 
-def test_disaggregated_sglang_is_three_jobs_and_the_proxy_waits_for_both_pools(slurm_stack) -> None:
-    spec = slurm_stack(
-        slurm={"partition": "debug", "nodes": 5, "gpus_per_node": 2, "time": "60", "ready_timeout": 90},
-        distributed={"launcher": "sglang-disagg", "nnodes": 5, "nproc_per_node": 2, "sglang_disagg": {"prefill_nodes": 2, "decode_nodes": 2}},
+def disagg(slurm_stack, nnodes: int = 5, prefill: int = 2, decode: int = 2, **overrides):
+    values = dict(
+        slurm={"partition": "debug", "nodes": nnodes, "gpus_per_node": 2, "time": "60", "ready_timeout": 90},
+        distributed={"launcher": "sglang-disagg", "nnodes": nnodes, "nproc_per_node": 2, "sglang_disagg": {"prefill_nodes": prefill, "decode_nodes": decode}},
         env_vars={"MODEL_PATH": "/m"},
         service={"port": 8080, "health_check": {"http_path": "/health"}},
     )
-    proxy, prefill, decode = desired(spec)
-    assert [r.name for r in (proxy, prefill, decode)] == ["proxy", "prefill", "decode"]
-    assert proxy.depends_on == ("slurm/Job/prefill", "slurm/Job/decode")
+    values.update(overrides)
+    return slurm_stack(**values)
+
+
+def by_id(resources) -> dict:
+    return {r.id: r for r in resources}
+
+
+def test_disaggregated_sglang_is_three_jobs_a_topology_and_two_endpoint_files(slurm_stack) -> None:
+    resources = desired(disagg(slurm_stack))
+    assert [r.id for r in resources] == [
+        "slurm/File/topology.env",
+        "slurm/Job/prefill",
+        "slurm/File/endpoints/prefill",
+        "slurm/Job/decode",
+        "slurm/File/endpoints/decode",
+        "slurm/Job/proxy",
+    ]
+    topology, prefill, prefill_ep, decode, decode_ep, proxy = resources
     assert (proxy.spec["nodes"], prefill.spec["nodes"], decode.spec["nodes"]) == (1, 2, 2)
-    assert (proxy.gpus, prefill.gpus, decode.gpus) == (0, 4, 4)
-    assert proxy.spec["submit"]["reads_endpoints"] == {"prefill": 30000, "decode": 30000}
-    assert prefill.spec["submit"]["endpoint_port"] == 30000 and proxy.spec["submit"]["endpoint_port"] is None
+    assert (proxy.gpus, prefill.gpus, decode.gpus, topology.gpus, decode_ep.gpus) == (0, 4, 4, 0, 0)
+    assert not topology.workload and not decode_ep.workload
     assert proxy.spec["submit"]["ready"] == {"service": True, "timeout": 90, "command": None, "http_path": "/health", "port": 8080, "all_nodes": False}
     assert decode.spec["submit"]["ready"]["all_nodes"] is True
     assert "#SBATCH --gres" not in proxy.spec["submit"]["script"]
+    assert decode_ep.spec["port"] == 30000 and decode_ep.spec["nodes"] == 2
+    assert decode_ep.spec["pool_job"] == stackfiles.pool_job_digest(decode.spec)
+    assert decode_ep.spec["submit"]["job_name"] == "madinfra.demo.decode"
+
+
+def test_pools_roll_one_at_a_time_prefill_then_decode_then_the_proxy(slurm_stack) -> None:
+    resources = by_id(desired(disagg(slurm_stack)))
+    deps = {rid: set(r.depends_on) for rid, r in resources.items()}
+    assert deps["slurm/File/topology.env"] == set()
+    assert deps["slurm/Job/prefill"] == {"slurm/File/topology.env"}
+    assert deps["slurm/File/endpoints/prefill"] == {"slurm/Job/prefill"}
+    assert deps["slurm/Job/decode"] == {"slurm/Job/prefill", "slurm/File/endpoints/prefill", "slurm/File/topology.env"}
+    assert deps["slurm/File/endpoints/decode"] == {"slurm/Job/decode"}
+    assert deps["slurm/Job/proxy"] == set(resources) - {"slurm/Job/proxy"}
+    # Whatever order the changes come in, apply replaces them in this order (server flags change).
+    replaces = [Change("replace", rid, r, r) for rid, r in reversed(resources.items()) if r.kind == "slurm/Job"]
+    assert [c.resource_id for c in order_changes(replaces)] == ["slurm/Job/prefill", "slurm/Job/decode", "slurm/Job/proxy"]
+
+
+def test_the_topology_is_a_file_every_task_sources_not_part_of_any_script(slurm_stack) -> None:
+    spec = disagg(slurm_stack)
+    launch = compile_launch(spec)
+    resources = by_id(desired(spec))
+    topology = resources["slurm/File/topology.env"]
+    assert topology.spec["variables"] == launch.topology_env and topology.spec["variables"]["SGLANG_DISAGG_DECODE_NODES"] == "2"
+    assert scripts.parse_topology(topology.spec["submit"]["text"]) == launch.topology_env
+    for role in ("proxy", "prefill", "decode"):
+        script = resources[f"slurm/Job/{role}"].spec["submit"]["script"]
+        assert "SGLANG_DISAGG_DECODE_NODES" not in script and "MADINFRA_FIRST_RANK_DECODE=" not in script
+        assert "bash -c '. \"$MADINFRA_WORKDIR\"/topology.env || {" in script, "the topology comes first in every task"
+    assert set(SlurmProvider().render_files(list(resources.values()))) == {"proxy.sbatch", "prefill.sbatch", "decode.sbatch"}
+
+
+def job_specs(resources) -> dict:
+    return {r.name: normalise(r.spec, rules.JOB_RULES) for r in resources if r.kind == "slurm/Job"}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "resized"),
+    [((5, 1, 3), (4, 1, 2), "decode"), ((4, 1, 2), (5, 2, 2), "prefill"), ((5, 2, 2), (4, 2, 1), "decode"), ((6, 2, 3), (7, 3, 3), "prefill")],
+)
+def test_resizing_one_pool_changes_only_that_pool_its_endpoints_and_the_topology(slurm_stack, before, after, resized) -> None:
+    old = by_id(desired(disagg(slurm_stack, *before)))
+    new = by_id(desired(disagg(slurm_stack, *after)))
+    old_jobs, new_jobs = job_specs(old.values()), job_specs(new.values())
+    for role in ("proxy", "prefill", "decode"):
+        if role == resized:
+            assert new_jobs[role]["nodes"] != old_jobs[role]["nodes"]
+            if min(new_jobs[role]["nodes"], old_jobs[role]["nodes"]) > 1:
+                # (a one-node pool uses MASTER_ADDR=localhost, so 1 <-> N changes its script too)
+                assert new_jobs[role]["script_sha256"] == old_jobs[role]["script_sha256"], "a pool's own size is not in its script"
+        else:
+            assert new_jobs[role] == old_jobs[role], f"{role} must not change when {resized} is resized"
+    other = "prefill" if resized == "decode" else "decode"
+    assert new[f"slurm/File/endpoints/{other}"].spec == old[f"slurm/File/endpoints/{other}"].spec
+    assert new[f"slurm/File/endpoints/{resized}"].spec["nodes"] == after[1 if resized == "prefill" else 2]
+    assert new["slurm/File/topology.env"].spec["variables"] != old["slurm/File/topology.env"].spec["variables"]
+
+
+def test_a_stack_without_topology_has_no_file_resources(slurm_stack) -> None:
+    (worker,) = desired(slurm_stack())
+    assert worker.depends_on == () and ". \"$MADINFRA_WORKDIR\"/topology.env" not in worker.spec["submit"]["script"]
 
 
 def test_render_files_are_the_sbatch_scripts(slurm_stack) -> None:

@@ -184,26 +184,6 @@ def test_hostile_values_reach_the_job_unchanged_and_execute_nothing(sandbox_stac
     assert not Path("/tmp/pwned").exists()
 
 
-def test_disaggregated_pools_publish_their_endpoints_for_the_proxy(sandbox_stack) -> None:
-    stack = sandbox_stack
-    stack.write(
-        {
-            "slurm": {"partition": "debug", "nodes": 3, "gpus_per_node": 1, "time": "5", "exclusive": False, "ready_timeout": 60},
-            "distributed": {"launcher": "sglang-disagg", "nnodes": 3, "nproc_per_node": 1},
-            "env_vars": {"MODEL_PATH": "/models/none"},
-            "service": {"health_check": {"http_path": None, "command": "test -n \"$SLURM_JOB_ID\""}},
-            "roles": {role: {"command": "sleep 600"} for role in ("proxy", "prefill", "decode")},
-        }
-    )
-    applied = stack.cli("apply", str(stack.path), "--yes")
-    assert "3 added" in applied.stdout
-    assert {job["name"].rsplit(".", 1)[1] for job in stack.jobs()} == {"proxy", "prefill", "decode"}
-    addr = stack.sandbox.target["host"]
-    for pool in ("prefill", "decode"):
-        assert stack.sandbox.check(f"cat {stack.remote_dir()}/endpoints/{pool}") == f"http://{addr}:30000\n"
-    assert applied.stdout.index("slurm/Job/proxy: creating") > applied.stdout.index("slurm/Job/decode: created")
-
-
 def test_sbatch_rejections_name_the_resource_and_keep_state_consistent(sandbox_stack) -> None:
     stack = sandbox_stack
     stack.write(sleeper(slurm={"partition": "no-such-partition", "nodes": 1, "gpus_per_node": 0, "time": "5", "exclusive": False}))

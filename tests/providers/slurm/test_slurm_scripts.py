@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from madinfra.errors import ConfigError
 from madinfra.launchers import compile as compile_launch
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.resources import ProviderOptions
-from providers.slurm import SlurmProvider, scripts
+from providers.slurm import SlurmProvider, markers, scripts, squeue
 from tests_support import ROOT
 
 EXAMPLES = sorted((ROOT / "examples" / "slurm-configs").glob("*/*.json"))
@@ -54,10 +56,12 @@ def test_every_example_config_renders_valid_sbatch_scripts(config: Path, tmp_pat
     spec = load(config)
     resources = desired(spec, config.parent)
     files = SlurmProvider().render_files(resources)
-    assert set(files) == {f"{r.name}.sbatch" for r in resources}
+    assert set(files) == {f"{r.name}.sbatch" for r in resources if r.kind == scripts.KIND}
     for name, text in files.items():
         assert text.startswith("#!/bin/bash\n#SBATCH --job-name=madinfra.")
         bash_syntax_ok(text, tmp_path, name)
+    for topology in (r for r in resources if r.id == "slurm/File/topology.env"):
+        bash_syntax_ok(topology.spec["submit"]["text"], tmp_path, "topology.env")
 
 
 LAUNCHER_CASES = [
@@ -75,9 +79,10 @@ def test_every_launcher_renders_one_valid_script_per_role(slurm_stack, tmp_path:
         env_vars={"MODEL_PATH": "/models/m", **hostile(tmp_path)},
     )
     launch = compile_launch(spec)
-    resources = desired(spec)
-    assert [r.name for r in resources] == [role.role for role in launch.roles]
-    for resource, role in zip(resources, launch.roles):
+    jobs = {r.name: r for r in desired(spec) if r.kind == scripts.KIND}
+    assert sorted(jobs) == sorted(role.role for role in launch.roles)
+    for role in launch.roles:
+        resource = jobs[role.role]
         script = resource.spec["submit"]["script"]
         bash_syntax_ok(script, tmp_path, f"{role.role}.sbatch")
         assert f"#SBATCH --nodes={role.nodes}\n" in script
@@ -106,19 +111,72 @@ exec "$@"
 """
 
 
-def run_script_locally(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """Execute a generated sbatch script with bash (``#SBATCH`` lines are comments) and a fake srun."""
+FAKE_SQUEUE = """#!/bin/bash
+# Stand-in for squeue -j <id> -o FORMAT: the row of the (one) running job.
+echo "${SLURM_JOB_ID}|madinfra.demo.worker|RUNNING|00:10:00|1|node1|debug|gres:gpu:1|None|OK|(null)|(null)|(null)|||(null)|0|$PWD|madinfra:stack=demo;resource=slurm/Job/worker;script=abc"
+"""
+
+
+def local_job(script: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """Command and environment that run a generated sbatch script with bash (``#SBATCH`` lines
+    are comments), a fake srun and a fake squeue, as job 4242 with HOME under ``tmp_path``."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    srun = bin_dir / "srun"
-    srun.write_text(FAKE_SRUN)
-    srun.chmod(0o755)
+    for name, text in (("srun", FAKE_SRUN), ("squeue", FAKE_SQUEUE)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
     home = tmp_path / "home"
     (home / ".madinfra" / "demo").mkdir(parents=True, exist_ok=True)
     path = tmp_path / "job.sbatch"
     path.write_text(script)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home)}
-    return subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home), "SLURM_JOB_ID": "4242"}
+    return ["bash", str(path)], env
+
+
+def run_script_locally(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    command, env = local_job(script, tmp_path)
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+
+
+def marker_path(tmp_path: Path) -> Path:
+    return tmp_path / "home" / ".madinfra" / "demo" / "status" / "worker.4242"
+
+
+@pytest.mark.parametrize(("command", "code", "state"), [("true", 0, "COMPLETED"), ("echo out; exit 3", 3, "FAILED (exit code 3)")])
+def test_a_training_job_records_how_it_ended(slurm_stack, tmp_path: Path, command: str, code: int, state: str) -> None:
+    role = role_launch(command=command)
+    proc = run_script_locally(scripts.render_job(slurm_stack(), launch_of(role), role).script, tmp_path)
+    assert proc.returncode == code, "the trap must not change the job's exit status"
+    marker = markers.parse_marker("worker.4242", marker_path(tmp_path).read_text())
+    assert marker is not None and (marker.exit_code, marker.state) == (code, state)
+    assert marker.ended_at and marker.ended_at.endswith("Z")
+    (row,) = squeue.parse_squeue(marker.row)
+    assert (row.job_id, row.name, row.comment) == ("4242", "madinfra.demo.worker", "madinfra:stack=demo;resource=slurm/Job/worker;script=abc")
+    assert not list(marker_path(tmp_path).parent.glob("*.tmp"))
+
+
+def test_a_cancelled_job_records_nothing(slurm_stack, tmp_path: Path) -> None:
+    """scancel sends SIGTERM to every process of the job: no marker, so plan creates it again."""
+    role = role_launch(command="touch started; sleep 30")
+    command, env = local_job(scripts.render_job(slurm_stack(), launch_of(role), role).script, tmp_path)
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "home" / ".madinfra" / "demo" / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=10) == 143
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not marker_path(tmp_path).exists()
+
+
+def test_services_record_no_end(slurm_stack) -> None:
+    role = role_launch(role="server")
+    launch = LaunchPlan(stack="demo", target="slurm", launcher="vllm", workload="service", nnodes=1, nproc_per_node=1, master_port=29500, roles=(role,))
+    script = scripts.render_job(slurm_stack(), launch, role).script
+    assert "madinfra_end" not in script and "status/" not in script
 
 
 def test_hostile_env_values_reach_the_task_unchanged_and_run_nothing(slurm_stack, tmp_path: Path) -> None:

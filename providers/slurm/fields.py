@@ -1,0 +1,31 @@
+"""The ``squeue -o`` format madinfra reads jobs with.
+
+Shared by the live read (``squeue.py``) and by the end marker a training job writes when it
+finishes (``markers.py``): the marker carries the job's own ``squeue`` row in this format, so a job
+that has left ``squeue`` reads back exactly as it did while it was queued.
+"""
+
+from __future__ import annotations
+
+FIELDS: tuple[tuple[str, str], ...] = (
+    ("job_id", "%i"),
+    ("name", "%j"),
+    ("state", "%T"),
+    ("time", "%l"),
+    ("nodes", "%D"),
+    ("nodelist", "%N"),
+    ("partition", "%P"),
+    ("tres_per_node", "%b"),
+    ("reason", "%r"),
+    ("oversubscribe", "%h"),
+    ("qos", "%q"),
+    ("account", "%a"),
+    ("constraint", "%f"),
+    ("req_nodes", "%n"),
+    ("exc_nodes", "%x"),
+    ("reservation", "%v"),
+    ("mem", "%m"),
+    ("workdir", "%Z"),
+    ("comment", "%k"),
+)
+FORMAT = "|".join(code for _, code in FIELDS)
