@@ -16,8 +16,8 @@ SLURM provider); the unquoted ``$(cat ...)`` splits them into arguments on purpo
 SLURM env follows madengine's SGLANG_DISAGG_* contract so a role-picking model script keeps
 working; SGLANG_NODE_IPS lists the hosts of this pool's own allocation.
 
-The values that describe the whole stack's shape (pool sizes, node totals and each pool's first
-global rank) are the LaunchPlan's ``topology_env``, not any role's env: providers deliver them
+The values that describe the whole stack's shape (pool sizes, node totals, tensor parallel size
+and each pool's first global rank) are the LaunchPlan's ``topology_env``, not any role's env: providers deliver them
 out of band (ConfigMap via envFrom, a sourced file on SLURM), and ranks are computed on the node
 from ``MADINFRA_FIRST_RANK_<POOL>``. So resizing the prefill pool leaves the decode pool's spec
 byte-for-byte unchanged, and its pods/jobs keep running (DESIGN: resize one pool in place).
@@ -122,17 +122,20 @@ def topology(ctx: LaunchContext) -> dict[str, str]:
     shape: dict[str, int] = {
         "NNODES": ctx.nnodes,
         "WORLD_SIZE": ctx.nnodes,
+        "NPROC_PER_NODE": ctx.nproc,
+        "MAD_RUNTIME_NGPUS": ctx.nproc,
         first_rank_var("prefill"): 1,
         first_rank_var("decode"): 1 + prefill,
     }
     if ctx.on_k8s:
-        shape.update(TOTAL_PODS=ctx.nnodes, PREFILL_COUNT=prefill, DECODE_COUNT=decode)
+        shape.update(TOTAL_PODS=ctx.nnodes, PREFILL_COUNT=prefill, DECODE_COUNT=decode, TP_SIZE=ctx.nproc)
     else:
         shape.update(
             MAD_TOTAL_NODES=ctx.nnodes,
             SGLANG_DISAGG_PREFILL_NODES=prefill,
             SGLANG_DISAGG_DECODE_NODES=decode,
             SGLANG_DISAGG_TOTAL_NODES=ctx.nnodes,
+            SGLANG_TP_SIZE=ctx.nproc,
         )
     return {name: str(value) for name, value in shape.items()}
 
@@ -153,11 +156,9 @@ def _topology(ctx: LaunchContext, draft: RoleDraft) -> None:
     for name in rank_vars:
         draft.put(name, rank)
     if ctx.on_k8s:
-        draft.set("TP_SIZE", ctx.nproc)
         export_pod_ip(ctx, draft)
         return
     draft.set("SGLANG_DISAGG_MODE", "enabled")
-    draft.set("SGLANG_TP_SIZE", ctx.nproc)
     assert isinstance(ctx.addressing, SlurmAddressing)
     draft.export("SGLANG_NODE_IPS", ctx.addressing.hosts_expr())
     draft.export("SGLANG_HOST_IP", ctx.self_ip())

@@ -62,7 +62,8 @@ def test_roles_and_common_contract(spec, launcher, target, multi, nproc):
         # Stack-shape values reach a role either in its env or through the plan's topology.
         assert {**p.topology_env, **role.env}["NNODES"] == str(stack.distributed.nnodes)
         assert not set(p.topology_env) & (set(role.env) | set(runtime))
-        assert role.env["NPROC_PER_NODE"] == role.env["MAD_RUNTIME_NGPUS"] == str(nproc)
+        shaped = {**p.topology_env, **role.env}
+        assert shaped["NPROC_PER_NODE"] == shaped["MAD_RUNTIME_NGPUS"] == str(nproc)
         assert role.env["MASTER_PORT"] == "23456"
         assert role.env["MAD_LAUNCHER_TYPE"] == (launcher or "none")
         assert role.env["MAD_DEPLOYMENT_TYPE"] == ("kubernetes" if target == "k8s" else "slurm")

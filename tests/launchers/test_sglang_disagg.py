@@ -53,8 +53,8 @@ def test_k8s_env_contract(plan):
     topology = p.topology_env
     assert (topology["TOTAL_PODS"], topology["PREFILL_COUNT"], topology["DECODE_COUNT"]) == ("5", "1", "3")
     assert (topology["MADINFRA_FIRST_RANK_PREFILL"], topology["MADINFRA_FIRST_RANK_DECODE"]) == ("1", "2")
+    assert topology["TP_SIZE"] == "8"
     for role in p.roles:
-        assert role.env["TP_SIZE"] == "8"
         assert "POD_IP" in dict(role.runtime_env)
     assert proxy.env["POD_INDEX"] == "0"
     assert dict(prefill.runtime_env)["POD_INDEX"] == "$(( ${MADINFRA_FIRST_RANK_PREFILL} + ${HOSTNAME##*-} ))"
@@ -80,7 +80,9 @@ def test_slurm_env_contract(plan):
     for role in p.roles:
         env, runtime = role.env, dict(role.runtime_env)
         assert env["SGLANG_DISAGG_MODE"] == "enabled"
-        assert env["SGLANG_TP_SIZE"] == "8"
+    assert topology["SGLANG_TP_SIZE"] == "8"
+    for role in p.roles:
+        runtime = dict(role.runtime_env)
         assert runtime["SGLANG_NODE_IPS"] == hosts
     proxy, prefill, decode = p.roles
     assert proxy.env["SGLANG_NODE_RANK"] == "0"
@@ -101,6 +103,13 @@ def test_resizing_one_pool_leaves_the_other_pools_launch_unchanged(plan):
         assert before.role("decode").runtime_env == after.role("decode").runtime_env
         assert before.role("decode").command == after.role("decode").command
         assert before.topology_env != after.topology_env
+
+
+def test_changing_tensor_parallel_size_leaves_the_proxy_unchanged(plan):
+    for target in ("k8s", "slurm"):
+        before, after = plan(target, "sglang-disagg", 5, 4), plan(target, "sglang-disagg", 5, 8)
+        assert before.role("proxy") == after.role("proxy")
+        assert before.role("decode").command != after.role("decode").command
 
 
 def test_slurm_proxy_reads_endpoint_files_at_run_time(plan):

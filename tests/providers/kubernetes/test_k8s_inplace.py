@@ -275,13 +275,14 @@ async def test_tensor_parallel_change_updates_both_pools_and_names_the_fields(cl
     deploy(cluster, disagg(5))
     provider = provider_for(cluster)
     result = await plan_for(provider, disagg(5, tp=4))
-    assert {rid: action for rid, action in touched(result).items() if rid != PROXY} == {PREFILL: "update", DECODE: "update"}
+    # TP_SIZE is part of the stack's topology: the proxy is not touched by a TP change.
+    assert touched(result) == {CM: "update", PREFILL: "update", DECODE: "update"}
+    assert fields(result, CM)["data.TP_SIZE"] == ("8", "4")
     for rid in (PREFILL, DECODE):
         changed = fields(result, rid)
         command = changed["spec.template.spec.containers[0].command[2]"]
         assert "--tp-size 8" in command[0] and "--tp-size 4" in command[1]
         assert changed["spec.template.spec.containers[0].resources.limits[\"amd.com/gpu\"]"] == ("8", "4")
-        assert changed["spec.template.spec.containers[0].env[TP_SIZE].value"] == ("8", "4")
     assert all(not c.reasons for c in result.changes), "a StatefulSet's template changes in place: nothing is replaced"
     assert {r.resource_id for r in result.restarts} >= {PREFILL, DECODE}
     assert (result.gpus_before, result.gpus_after) == (32, 16)
