@@ -1,11 +1,13 @@
 """The local files a stack uploads next to its sbatch scripts, and their digest.
 
 Launcher commands ``cd`` into ``$MADINFRA_WORKDIR`` (the stack's remote directory) and run
-``model.script`` by the path the stack gives, which is relative to the stack file. So files keep
-that relative path on the cluster: ``model.scripts_dir: scripts`` beside the stack file lands in
-``~/.madinfra/<stack>/scripts/``. A scripts_dir outside the stack file's directory (absolute or
-``..``) lands in ``scripts/``. Without scripts_dir, a ``model.script`` that exists locally is
-uploaded alone; one that does not is taken to exist on the cluster already.
+``model.script`` from there. The contents of ``model.scripts_dir`` land at the root of that
+directory, exactly as the Kubernetes provider stages them at ``/workspace``, so one stack file
+(``scripts_dir: ../../examples``, ``script: allreduce.py``) runs unchanged on both targets. A
+file that would shadow madinfra's own bookkeeping (logs/, status/, ``*.sbatch``, ...) is refused
+with the file named. Without scripts_dir, a ``model.script`` that exists locally is uploaded
+alone (keeping its path relative to the stack file); one that does not is taken to exist on the
+cluster already.
 
 The digest goes into the sbatch script as a comment, so editing a file changes the script hash
 and the plan proposes to resubmit the job that would run it.
@@ -21,7 +23,9 @@ from madinfra.errors import ConfigError
 
 SKIPPED_PARTS = frozenset({"__pycache__", ".git", ".madinfra", ".pytest_cache", ".mypy_cache"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
-DEFAULT_REMOTE = "scripts"
+RESERVED_DIRS = frozenset({"logs", "endpoints", "status"})
+RESERVED_FILES = frozenset({"topology.env", ".remote_dir"})
+RESERVED_SUFFIXES = (".sbatch", ".secrets.env")
 
 
 def local_files(spec: StackSpec, stack_dir: Path) -> list[tuple[Path, str]]:
@@ -31,13 +35,17 @@ def local_files(spec: StackSpec, stack_dir: Path) -> list[tuple[Path, str]]:
         root = _resolve(stack_dir, model.scripts_dir)
         if not root.is_dir():
             raise ConfigError(spec.name, [("model.scripts_dir", f"{root} is not a directory; give a path relative to the stack file")])
-        prefix = _remote_prefix(model.scripts_dir)
         found = []
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root)
             if not path.is_file() or _skipped(relative):
                 continue
-            found.append((path, str(prefix / PurePosixPath(relative.as_posix()))))
+            if _reserved(relative):
+                raise ConfigError(spec.name, [(
+                    "model.scripts_dir",
+                    f"'{relative.as_posix()}' in {root} would overwrite madinfra's own files in the stack's remote directory; rename or move it",
+                )])
+            found.append((path, PurePosixPath(relative.as_posix()).as_posix()))
         return found
     if model.script and not Path(model.script).is_absolute():
         path = _resolve(stack_dir, model.script)
@@ -51,11 +59,10 @@ def _resolve(stack_dir: Path, path: str) -> Path:
     return candidate if candidate.is_absolute() else (Path(stack_dir) / candidate).resolve()
 
 
-def _remote_prefix(scripts_dir: str) -> PurePosixPath:
-    posix = PurePosixPath(Path(scripts_dir).as_posix())
-    if posix.is_absolute() or ".." in posix.parts:
-        return PurePosixPath(DEFAULT_REMOTE)
-    return posix
+def _reserved(relative: Path) -> bool:
+    if len(relative.parts) > 1:
+        return relative.parts[0] in RESERVED_DIRS
+    return relative.name in RESERVED_FILES or relative.name.endswith(RESERVED_SUFFIXES)
 
 
 def _skipped(relative: Path) -> bool:

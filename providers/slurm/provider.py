@@ -28,7 +28,7 @@ Remote layout (``slurm.remote_dir``, default ``~/.madinfra``)::
     ~/.madinfra/<stack>/endpoints/<pool>     pool URLs the disaggregated proxy reads (+ .source)
     ~/.madinfra/<stack>/status/<role>.<id>   end marker of a finished training job
     ~/.madinfra/<stack>/logs/<job name>_<job id>.out|.err
-    ~/.madinfra/<stack>/<scripts_dir>/...    uploaded model scripts
+    ~/.madinfra/<stack>/...                  contents of model.scripts_dir (as /workspace on K8s)
 
 Destroy cancels the jobs and removes their secrets files, end markers, topology and endpoint
 files; logs and uploaded scripts stay.

@@ -165,15 +165,15 @@ def test_a_k8s_stack_is_refused(slurm_stack) -> None:
         SlurmProvider().desired(spec, compile_launch(spec))
 
 
-def test_scripts_dir_files_keep_their_path_relative_to_the_stack_file(slurm_stack, tmp_path: Path) -> None:
+def test_scripts_dir_contents_land_at_the_work_dir_root_as_on_k8s(slurm_stack, tmp_path: Path) -> None:
     (tmp_path / "scripts" / "lib").mkdir(parents=True)
     (tmp_path / "scripts" / "train.py").write_text("print('hi')\n")
     (tmp_path / "scripts" / "lib" / "util.sh").write_text("true\n")
     (tmp_path / "scripts" / "__pycache__").mkdir()
     (tmp_path / "scripts" / "__pycache__" / "x.pyc").write_bytes(b"\0")
-    spec = slurm_stack(model={"scripts_dir": "scripts", "script": "scripts/train.py"})
+    spec = slurm_stack(model={"scripts_dir": "scripts", "script": "train.py"})
     found = files.local_files(spec, tmp_path)
-    assert [remote for _, remote in found] == ["scripts/lib/util.sh", "scripts/train.py"]
+    assert [remote for _, remote in found] == ["lib/util.sh", "train.py"]
     (worker,) = desired(spec, tmp_path)
     assert worker.spec["submit"]["files"] == [[str(local), remote] for local, remote in found]
     before = worker.spec["script_sha256"]
@@ -189,14 +189,23 @@ def test_a_lone_local_model_script_is_uploaded_and_a_remote_one_is_not(slurm_sta
     assert files.local_files(slurm_stack(model={"script": "elsewhere.sh"}), tmp_path) == []
 
 
-def test_scripts_dir_outside_the_stack_directory_lands_in_scripts(slurm_stack, tmp_path: Path) -> None:
+def test_scripts_dir_outside_the_stack_directory_lands_at_the_root_too(slurm_stack, tmp_path: Path) -> None:
     outside = tmp_path / "lib"
     outside.mkdir()
     (outside / "a.py").write_text("")
     stack_dir = tmp_path / "stack"
     stack_dir.mkdir()
-    assert [r for _, r in files.local_files(slurm_stack(model={"scripts_dir": "../lib"}), stack_dir)] == ["scripts/a.py"]
-    assert [r for _, r in files.local_files(slurm_stack(model={"scripts_dir": str(outside)}), stack_dir)] == ["scripts/a.py"]
+    assert [r for _, r in files.local_files(slurm_stack(model={"scripts_dir": "../lib"}), stack_dir)] == ["a.py"]
+    assert [r for _, r in files.local_files(slurm_stack(model={"scripts_dir": str(outside)}), stack_dir)] == ["a.py"]
+
+
+@pytest.mark.parametrize("name", ["logs/x.txt", "status/worker.1", "topology.env", "worker.sbatch", "worker.secrets.env"])
+def test_a_script_file_that_would_shadow_madinfras_files_is_refused(slurm_stack, tmp_path: Path, name: str) -> None:
+    target = tmp_path / "scripts" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("x")
+    with pytest.raises(ConfigError, match=f"model.scripts_dir: '{name}' in .* would overwrite madinfra's own files"):
+        files.local_files(slurm_stack(model={"scripts_dir": "scripts"}), tmp_path)
 
 
 def test_a_missing_scripts_dir_names_the_field(slurm_stack, tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def test_torchrun_all_reduce_across_two_nodes(sandbox_stack) -> None:
         {
             "slurm": {"partition": "debug", "nodes": 2, "gpus_per_node": 0, "time": "5", "exclusive": False, "ready_timeout": 60},
             "distributed": {"launcher": "torchrun", "nnodes": 2, "nproc_per_node": 1, "backend": "gloo"},
-            "model": {"scripts_dir": "scripts", "script": "scripts/allreduce.py"},
+            "model": {"scripts_dir": "scripts", "script": "allreduce.py"},
         }
     )
     stack.cli("apply", str(stack.path), "--yes")

@@ -49,8 +49,8 @@ def free_port() -> int:
 def command(role: str, port: int) -> str:
     where = '--port-dir "$MADINFRA_WORKDIR/standin"'
     if role == "proxy":
-        return f'exec python3 scripts/standin_server.py --role proxy --port {port} {where} --endpoints "$MADINFRA_WORKDIR/endpoints"'
-    return f"exec python3 scripts/standin_server.py --role {role} --port 0 {where} --ready-after 1"
+        return f'exec python3 standin_server.py --role proxy --port {port} {where} --endpoints "$MADINFRA_WORKDIR/endpoints"'
+    return f"exec python3 standin_server.py --role {role} --port 0 {where} --ready-after 1"
 
 
 def serving(stack_name: str, port: int, nnodes: int, prefill: int, decode: int, *, tp: int = 1, time_limit: str = "10") -> dict[str, Any]:
