@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Iterator, List, Optional
 
 import typer
-from rich.console import Console
 
 from madinfra.errors import MadinfraError
-from madinfra.resources import ProviderOptions
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from madinfra.engine.pipeline import StackContext
+    from madinfra.resources import ProviderOptions
     from madinfra.state.lock import StateLock
 
 DEFAULT_STATE_DIR = Path(".madinfra") / "state"
@@ -40,6 +41,8 @@ NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Plain output witho
 
 
 def _consoles(no_color: bool) -> tuple[Console, Console]:
+    from rich.console import Console
+
     return (
         Console(no_color=no_color, highlight=False, soft_wrap=True),
         Console(stderr=True, no_color=no_color, highlight=False, soft_wrap=True),
@@ -47,6 +50,9 @@ def _consoles(no_color: bool) -> tuple[Console, Console]:
 
 
 def _options(context: str | None, kubeconfig: str | None, ssh_target: str | None, insecure: bool) -> ProviderOptions:
+    # Imported here: madinfra.resources pulls in the pydantic stack model, which `--help` must not build.
+    from madinfra.resources import ProviderOptions
+
     return ProviderOptions(kubeconfig=kubeconfig, kube_context=context, ssh_target=ssh_target, insecure_skip_host_key_check=insecure)
 
 
@@ -106,7 +112,10 @@ def plan(
         state = ctx.store.load(ctx.name)
         result = compute_plan(ctx.spec, ctx.provider, state, stack_file=stack_file, fingerprint=ctx.fingerprint, only=only or (), destroy=destroy)
     if out is not None:
-        save_plan(result, out, ctx.redactor)
+        try:
+            save_plan(result, out, ctx.redactor)
+        except OSError as exc:
+            raise MadinfraError(f"Cannot write the plan file {out} ({exc.strerror or exc.__class__.__name__}); pass --out a writable file path") from None
     if json_output:
         typer.echo(dumps(plan_to_data(result, ctx.redactor)))
     else:

@@ -1,20 +1,22 @@
 """``validate`` and ``render``: everything that works from the stack file alone, with no cluster.
 
 These never connect anywhere and never import Pulumi or the kubernetes client, so they are fast
-and safe to run in CI on every change to a stack file.
+and safe to run in CI on every change to a stack file. The stack model (pydantic) and yaml are
+imported inside the commands: building the models is most of start-up, and `--help` needs none of it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-import yaml
 
-from madinfra.config import load
-from madinfra.config.schema import StackSpec
-from madinfra.launchers.model import LaunchPlan, RoleLaunch
+from madinfra.errors import MadinfraError
+
+if TYPE_CHECKING:
+    from madinfra.config.schema import StackSpec
+    from madinfra.launchers.model import LaunchPlan, RoleLaunch
 
 TargetOption = typer.Option(None, "--target", help="k8s or slurm: the target of a stack file that names none.")
 
@@ -58,6 +60,10 @@ def validate(
     target: Optional[str] = TargetOption,
 ) -> None:
     """Check a stack file and print the resolved stack (presets applied), or every problem found."""
+    import yaml
+
+    from madinfra.config import load
+
     spec = load(stack_file, target=target)
     typer.echo(f"# {stack_file}: valid {spec.target} stack '{spec.name}'")
     typer.echo(yaml.safe_dump(resolved_document(spec), sort_keys=False).rstrip())
@@ -69,6 +75,7 @@ def render(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the files into this directory instead of printing them."),
 ) -> None:
     """Show what would be deployed: Kubernetes manifests or sbatch scripts, and each role's env and command."""
+    from madinfra.config import load
     from madinfra.launchers import compile as compile_launch
     from madinfra.provider_registry import provider_for
     from madinfra.resources import ProviderOptions
@@ -81,9 +88,8 @@ def render(
     finally:
         provider.close()
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
-            (out / name).write_text(text)
+            _write_rendered(out, name, text)
             typer.echo(f"wrote {out / name}")
     else:
         for name, text in files.items():
@@ -91,6 +97,14 @@ def render(
             typer.echo(text.rstrip())
     typer.echo("")
     typer.echo(role_summary(launch))
+
+
+def _write_rendered(out: Path, name: str, text: str) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise MadinfraError(f"Cannot write {out / name} ({exc.strerror or exc.__class__.__name__}); pass --out a directory you can write to") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -43,6 +43,8 @@ def load(path: str | Path, target: str | None = None) -> StackSpec:
         raise ConfigError(source, [("", "file not found; check the path")]) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(source, [("", f"cannot read the file ({exc.__class__.__name__}); pass a readable UTF-8 stack file")]) from None
+    except OSError as exc:  # a path through a file, a name too long, an I/O error...
+        raise ConfigError(source, [("", f"cannot read the file ({exc.strerror or exc.__class__.__name__}); pass a readable UTF-8 stack file")]) from None
     raw = parse_text(text, source, path.suffix.lower())
     if target is not None:
         declared = raw.get("target")
