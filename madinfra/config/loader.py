@@ -317,11 +317,23 @@ def semantic_problems(spec: StackSpec) -> Problems:
     for key, secret in spec.secret_env.items():
         if (secret.from_env is None) == (secret.value is None):
             problems.append((f"secret_env.{key}", "set exactly one of 'from_env' (preferred) or 'value'"))
+    problems.extend(_nul_problems(spec.model_dump(mode="python")))
     valid_roles = set(roles_for(spec))
     for role in spec.roles:
         if role not in valid_roles:
             problems.append((f"roles.{role}", f"is not a role of launcher {dist.launcher or 'none'}; valid roles: {', '.join(sorted(valid_roles))}"))
     return problems
+
+
+def _nul_problems(value: Any, path: str = "") -> Problems:
+    """NUL cannot travel in an argv or an environment; bash would silently drop it."""
+    if isinstance(value, str):
+        return [(path, "contains a NUL character, which no command line or environment can carry; remove it")] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _nul_problems(item, f"{path}.{key}" if path else str(key))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, item in enumerate(value) for p in _nul_problems(item, f"{path}.{i}")]
+    return []
 
 
 def roles_for(spec: StackSpec) -> tuple[str, ...]:

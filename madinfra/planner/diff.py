@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from deepdiff import DeepDiff
-from deepdiff.helper import NotPresent
 
 from madinfra.planner.normalise import Path, canonical_json, is_item_key
 
@@ -41,6 +39,8 @@ def diff_specs(before: dict[str, Any], after: dict[str, Any]) -> list[FieldDiff]
     """Differences from ``before`` to ``after`` (both already normalised), sorted by path text."""
     if canonical_json(before) == canonical_json(after):
         return []
+    from deepdiff import DeepDiff  # ~150 ms to import: only plans that diff pay for it
+
     tree = DeepDiff(before, after, view="tree", verbose_level=2)
     whole_lists: set[Path] = set()
     for report in _LIST_REPORTS:
@@ -90,6 +90,8 @@ def format_path(path: Path) -> str:
 
 
 def _side(value: Any) -> Any:
+    from deepdiff.helper import NotPresent
+
     return ABSENT if isinstance(value, NotPresent) or value is NotPresent else value
 
 

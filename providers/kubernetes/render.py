@@ -23,8 +23,16 @@ class _Dumper(yaml.SafeDumper):
     """Multi-line strings (scripts, commands) as literal blocks, so they read like the scripts."""
 
 
+YAML_LINE_BREAKS = ("\x85", "\u2028", "\u2029")
+"""Characters YAML reads as line breaks; PyYAML writes them raw in plain/single-quoted/literal
+scalars (with allow_unicode), where they would come back as a space. Double quotes escape them."""
+
+
 def _str(dumper: yaml.SafeDumper, value: str) -> Any:
-    style = "|" if "\n" in value else None
+    if any(ch in value for ch in YAML_LINE_BREAKS):
+        style = '"'
+    else:
+        style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 

@@ -55,7 +55,10 @@ def local_files(spec: StackSpec, stack_dir: Path) -> list[tuple[Path, str]]:
 
 
 def _resolve(stack_dir: Path, path: str) -> Path:
-    candidate = Path(path).expanduser()
+    try:
+        candidate = Path(path).expanduser()
+    except RuntimeError:  # ``~name`` of a user this machine does not know: a path on the cluster
+        candidate = Path(path)
     return candidate if candidate.is_absolute() else (Path(stack_dir) / candidate).resolve()
 
 

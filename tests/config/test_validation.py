@@ -151,3 +151,8 @@ def test_unparseable_files(write_stack, text, suffix, expected):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load(tmp_path / "nope.yaml")
+
+
+def test_nul_characters_are_refused_with_their_path():
+    found = dict(problems({"slurm": {}, "env_vars": {"A": "x\x00y"}, "model": {"args": ["ok", "a\x00"]}}))
+    assert "NUL character" in found["env_vars.A"] and "NUL character" in found["model.args.1"]
