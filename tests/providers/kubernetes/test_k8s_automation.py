@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, build
+from k8s_support import EXAMPLES, build
 from pulumi.automation.events import EngineEvent
 
 from madinfra.errors import MadinfraError, ProviderError

@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import build
+from k8s_support import build
 
 from madinfra.config import resolve
 from madinfra.launchers import compile

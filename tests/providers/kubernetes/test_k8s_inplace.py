@@ -14,7 +14,7 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
-from conftest import PLURALS, server_view, store
+from k8s_support import PLURALS, server_view, store
 
 from madinfra.config import resolve
 from madinfra.errors import ProviderError

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import kmock
 import pytest
-from conftest import server_view, store
+from k8s_support import server_view, store
 
 from madinfra.config import resolve
 from madinfra.errors import MadinfraError, ProviderError

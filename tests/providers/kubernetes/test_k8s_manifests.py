@@ -6,7 +6,7 @@ import base64
 from pathlib import Path
 
 import pytest
-from conftest import build, launch_plan, role
+from k8s_support import build, launch_plan, role
 
 from madinfra.config import resolve
 from madinfra.errors import MadinfraError

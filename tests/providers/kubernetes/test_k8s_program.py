@@ -7,7 +7,7 @@ import base64
 
 import pulumi
 import pytest
-from conftest import ROOT, build, launch_plan, role
+from k8s_support import ROOT, build, launch_plan, role
 
 from madinfra.config import resolve
 from providers.kubernetes.manifests import desired_resources

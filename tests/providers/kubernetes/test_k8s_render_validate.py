@@ -8,7 +8,7 @@ import sys
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import EXAMPLES, ROOT, build
+from k8s_support import EXAMPLES, ROOT, build
 
 from providers.kubernetes.render import render_files
 

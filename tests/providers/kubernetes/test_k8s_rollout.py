@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from conftest import ROOT, K8S_STACK_FILES, build, server_view
+from k8s_support import ROOT, K8S_STACK_FILES, build, server_view
 
 from madinfra.config import resolve
 from madinfra.engine.pipeline import compute_plan

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import ROOT, build
+from k8s_support import ROOT, build
 
 from madinfra.config import resolve
 from madinfra.launchers import compile
