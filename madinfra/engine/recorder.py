@@ -12,6 +12,7 @@ import threading
 from typing import Callable
 
 from madinfra.engine.scheduler import ChangeSkipped
+from madinfra.errors import MadinfraError
 from madinfra.planner.normalise import spec_hash
 from madinfra.planner.plan import Plan, RulesFor
 from madinfra.resources import Change, Resource
@@ -84,7 +85,13 @@ class StateRecorder:
             self.state.resources[rid] = record
         else:
             return
-        self.store.save(self.state)
+        try:
+            self.store.save(self.state)
+        except MadinfraError as exc:
+            # The change happened but state does not say so: it counts as failed, and the error
+            # stops the apply rather than let it change a cluster it cannot account for.
+            self.outcomes[rid] = exc
+            raise
 
     def _record_for(self, resource: Resource, provider_id: str | None) -> ResourceRecord:
         return ResourceRecord(

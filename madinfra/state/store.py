@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -136,22 +137,31 @@ class StateStore:
         state.updated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         data = self.redactor.data(state.to_dict())
         text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
-        self.dir.mkdir(parents=True, exist_ok=True)
         path = self.path(state.stack)
         try:
-            previous = path.read_bytes()
-        except FileNotFoundError:
-            previous = None
-        if previous is not None:
-            _write_atomic(self.backup_path(state.stack), previous)
-        _write_atomic(path, text.encode("utf-8"))
+            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                previous = path.read_bytes()
+            except FileNotFoundError:
+                previous = None
+            if previous is not None:
+                _write_atomic(self.backup_path(state.stack), previous)
+            _write_atomic(path, text.encode("utf-8"))
+        except OSError as exc:
+            # The previous state file is still whole (writes are atomic); what was just done on
+            # the cluster is not in it, but the next plan reads the cluster and finds it.
+            raise MadinfraError(
+                f"Cannot write the state file {path} ({exc.strerror or exc.__class__.__name__}); "
+                f"free space or fix the permissions of {self.dir}, then run `madinfra plan`: it reads the cluster, so nothing applied is lost"
+            ) from None
 
     def _corrupt(self, stack: str, detail: str) -> MadinfraError:
         path = self.path(stack)
         backup = self.backup_path(stack)
-        restore = f"restore the previous version with `cp {backup} {path}`, or " if backup.exists() else ""
+        quoted, aside = shlex.quote(str(path)), shlex.quote(f"{path}.damaged")
+        restore = f"restore the previous version with `cp {shlex.quote(str(backup))} {quoted}`, or " if backup.exists() else ""
         return MadinfraError(
-            f"The state file {path} is damaged ({detail}); {restore}move it aside with `mv {path} {path}.damaged` "
+            f"The state file {path} is damaged ({detail}); {restore}move it aside with `mv {quoted} {aside}` "
             "and madinfra rebuilds it from the cluster on the next apply"
         )
 

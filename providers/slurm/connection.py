@@ -7,9 +7,14 @@ default against ``~/.ssh/known_hosts`` plus the target's own known_hosts file (o
 UserKnownHostsFile); only an explicit opt-out (``--insecure-skip-host-key-check``, the target
 file's flag, or ``StrictHostKeyChecking no`` in the ssh config) accepts unknown keys.
 
-Failures are sorted once, here: unreachable host, failed authentication, unknown host key and a
-down Slurm controller are permanent (one clear sentence, no retry); a reset connection or SLURM's
-"Socket timed out" is transient and retried with exponential backoff a bounded number of times.
+Failures are sorted once, here: an unreachable host, failed authentication and an unknown host key
+are permanent (one clear sentence, no retry). A reset or dropped connection (including one that
+closes while a command runs: no exit status comes back), SLURM's "Socket timed out" and an
+unreachable Slurm controller (slurmctld restarting) are transient: retried with exponential
+backoff, a bounded number of times, then one sentence saying what failed and what to check.
+Commands SLURM itself rejects ("Invalid partition name specified") come back as failed results for
+the caller to explain; they are never retried. A command that must not run twice (``sbatch``) is
+tried once: its caller checks what happened before trying again (``SlurmProvider._submit``).
 """
 
 from __future__ import annotations
@@ -27,8 +32,19 @@ from madinfra.errors import ProviderError, TransientProviderError
 
 ENV_TARGET = "MADINFRA_SSH_TARGET"
 TARGET_FLAG = "--ssh-target"
-TRANSIENT_SSH = ("banner", "session not active", "no existing session", "reset", "eof", "timed out", "timeout")
-TRANSIENT_SLURM = ("socket timed out on send/recv", "slurm temporarily unable", "resource temporarily unavailable", "zero bytes were transmitted or received")
+TRANSIENT_SSH = ("banner", "session not active", "no existing session", "reset", "eof", "timed out", "timeout", "connection dropped", "socket is closed")
+TRANSIENT_SLURM = (
+    "socket timed out on send/recv",
+    "slurm temporarily unable",
+    "resource temporarily unavailable",
+    "zero bytes were transmitted or received",
+    "communication connection failure",
+)
+"""SLURM's words for a controller that is busy: the request may or may not have been processed."""
+CONTROLLER_DOWN = ("unable to contact slurm controller",)
+"""SLURM's words for a controller it could not reach at all (slurmctld stopped or restarting)."""
+NO_EXIT_STATUS = -1
+"""What Fabric reports as the exit status when the channel closed before the command ended."""
 
 T = TypeVar("T")
 
@@ -263,13 +279,14 @@ class SlurmConnection:
     def retrying(self, what: str, operation: Callable[[Any], T], *, attempts: int | None = None) -> T:
         """Run ``operation(fabric_connection)``; transient failures reconnect and retry with
         exponential backoff, at most ``attempts`` times in all. When they are used up the last
-        failure is raised as TransientProviderError, so a caller of a non-idempotent command
-        (sbatch) can check what happened before trying again."""
+        failure is raised as TransientProviderError (one sentence: ``what``, how often, why and
+        what to check), so a caller of a non-idempotent command (sbatch) can check what happened
+        before trying again."""
         last: Exception | None = None
         attempts = self.attempts if attempts is None else max(1, attempts)
         for attempt in range(attempts):
             if attempt:
-                self._sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+                self._sleep(self.delay(attempt))
             try:
                 return operation(self._fabric())
             except TransientProviderError as exc:
@@ -278,18 +295,39 @@ class SlurmConnection:
                 raise
             except Exception as exc:  # noqa: BLE001 - sorted into transient / permanent below
                 error = self._session_error(exc)
+                if not isinstance(error, TransientProviderError) and self._transport_lost():
+                    # Whatever paramiko called it (an SFTP "Socket is closed", "Server connection
+                    # dropped"), the SSH transport is gone: the connection dropped.
+                    error = TransientProviderError(f"The SSH connection to {self.target.label} dropped ({exc.__class__.__name__}: {exc})")
                 if not isinstance(error, TransientProviderError):
                     raise error from None
                 last = error
             self.close()
         tries = f" {attempts} times" if attempts > 1 else ""
-        raise TransientProviderError(f"{what} failed{tries}: {last}; check the connection to {self.target.label} and retry")
+        hint = getattr(last, "hint", None) or f"check the connection to {self.target.label} and run the command again"
+        reason = _reason(last)
+        raise Transient(reason, hint, f"{what} failed{tries}: {reason}; {hint}")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before try number ``attempt + 1`` (exponential, capped)."""
+        return min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+
+    def _transport_lost(self) -> bool:
+        """Whether the open connection's SSH transport has died (a dropped connection)."""
+        client = getattr(self._conn, "client", None)
+        get_transport = getattr(client, "get_transport", None)
+        if not callable(get_transport):
+            return False
+        transport = get_transport()
+        return transport is None or not transport.is_active()
 
     def _session_error(self, exc: Exception) -> ProviderError:
         from invoke.exceptions import CommandTimedOut
 
         if isinstance(exc, CommandTimedOut):
             return TransientProviderError(f"a command on {self.target.label} timed out after {exc.timeout} s")
+        if isinstance(exc, OSError) and "socket is closed" in str(exc).lower():
+            return TransientProviderError(f"The SSH connection to {self.target.label} dropped ({exc})")
         if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, socket.timeout, TimeoutError)):
             return ProviderError(f"SFTP on {self.target.label} failed ({exc.strerror or exc})")
         return self._connect_error(exc)
@@ -297,21 +335,29 @@ class SlurmConnection:
     # -- commands and files -----------------------------------------------------------------
 
     def run(self, command: str, *, what: str, timeout: float | None = None, idempotent: bool = True) -> CommandResult:
-        """Run one shell command; non-zero exits are returned, not raised, except a down or
-        timing-out Slurm controller (permanent resp. transient, retried). A command that must not
-        run twice (``idempotent=False``) is tried once."""
+        """Run one shell command; non-zero exits are returned, not raised, except the transient
+        ones (a connection that closed mid-command, a busy or unreachable Slurm controller),
+        which are retried. A command that must not run twice (``idempotent=False``) is tried once."""
 
         def operation(conn: Any) -> CommandResult:
             raw = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout or self.command_timeout)
             result = CommandResult(command, raw.stdout or "", raw.stderr or "", raw.exited)
+            if result.exited == NO_EXIT_STATUS:
+                raise Transient(
+                    f"the SSH connection to {self.target.label} closed before the command finished",
+                    f"check the connection to {self.target.label} and run the command again",
+                )
             if not result.ok:
                 lowered = (result.stderr + result.stdout).lower()
                 if any(marker in lowered for marker in TRANSIENT_SLURM):
-                    raise TransientProviderError(f"{what}: SLURM timed out ({result.error_text})")
-                if "unable to contact slurm controller" in lowered:
-                    raise ProviderError(
-                        f"{what}: the Slurm controller on {self.target.label} is not responding ({result.error_text}); "
-                        "check that slurmctld is running (`scontrol ping`)"
+                    raise Transient(
+                        f"the Slurm controller on {self.target.label} timed out ({result.error_text})",
+                        "the controller is overloaded or restarting; run the command again in a minute",
+                    )
+                if any(marker in lowered for marker in CONTROLLER_DOWN):
+                    raise Transient(
+                        f"the Slurm controller on {self.target.label} is not responding ({result.error_text})",
+                        "check that slurmctld is running (`scontrol ping` on the login node) and run the command again",
                     )
             return result
 
@@ -336,6 +382,23 @@ class SlurmConnection:
 
     def put_file(self, local: Path, remote: str, *, what: str) -> None:
         self.retrying(what, lambda conn: conn.sftp().put(str(local), remote))
+
+
+class Transient(TransientProviderError):
+    """A transient failure: ``reason`` (what happened) and ``hint`` (what to check once the
+    retries are used up); ``message``, when given, is the whole sentence for the user."""
+
+    def __init__(self, reason: str, hint: str, message: str | None = None):
+        super().__init__(message or reason)
+        self.reason = reason
+        self.hint = hint
+
+
+def _reason(error: Exception | None) -> str:
+    if error is None:
+        return "no attempt was made"
+    reason = getattr(error, "reason", None)
+    return str(reason) if reason else str(error)
 
 
 def sftp_path(path: str) -> str:

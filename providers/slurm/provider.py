@@ -488,8 +488,11 @@ class SlurmProvider:
         return values
 
     def _submit(self, resource: Resource) -> str:
-        """``sbatch --parsable``; a transient failure may have submitted the job anyway, so it
-        is looked for (by name and full comment) before sbatch is tried again."""
+        """``sbatch --parsable``, never blindly twice. A transient failure (a dropped connection,
+        a busy or unreachable controller) may have queued the job anyway, so after a pause the job
+        is looked for by name and full comment: found, it is adopted; confirmed absent, sbatch is
+        tried again (a bounded number of times); if squeue cannot tell either, apply stops here
+        rather than risk a second job (the next plan finds it if it was queued)."""
         submit = resource.spec[rules.SUBMIT_KEY]
         rid = resource.id
         command = f"cd {scripts.shell_path(submit['remote_dir'])} && sbatch --parsable {shlex.quote(submit['script_file'])}"
@@ -498,12 +501,18 @@ class SlurmProvider:
             try:
                 result = self.connection.run(command, what=f"Submitting {rid}", idempotent=False)
             except TransientProviderError as exc:
-                found = self._submitted_job(resource)
+                reason = getattr(exc, "reason", None) or str(exc)
+                # A busy controller may list a job it did queue only a moment later.
+                self._sleep(min(8.0, 0.5 * 2**attempt))
+                found = self._submitted_job(resource, exc)
                 if found is not None:
+                    self._progress(rid, f"sbatch's answer was lost ({reason}); found the job it queued: {found}")
                     return found
                 if attempt + 1 == attempts:
-                    raise ProviderError(f"Submitting {rid} failed: {exc}") from None
-                self._sleep(min(8.0, 0.5 * 2**attempt))
+                    hint = getattr(exc, "hint", None) or "run apply again"
+                    tries = "once" if attempts == 1 else f"{attempts} times"
+                    raise ProviderError(f"Submitting {rid} failed {tries} and no job was queued: {reason}; {hint}") from None
+                self._progress(rid, f"sbatch failed ({reason}) and no job was queued; submitting it again")
                 continue
             if not result.ok:
                 raise ProviderError(f"sbatch rejected {rid}: {result.error_text}")
@@ -513,12 +522,22 @@ class SlurmProvider:
             return job_id
         raise ProviderError(f"Submitting {rid} failed")
 
-    def _submitted_job(self, resource: Resource) -> str | None:
+    def _submitted_job(self, resource: Resource, failure: Exception) -> str | None:
+        """The active job an interrupted sbatch (``failure``) queued for ``resource``; ``None``
+        only when squeue answered and lists none."""
         submit = resource.spec[rules.SUBMIT_KEY]
+        rid = resource.id
         try:
-            rows = self._rows(f"Checking whether {resource.id} was submitted")
-        except ProviderError:
-            return None
+            rows = self._rows(f"Checking whether {rid} was submitted")
+        except ProviderError as exc:
+            reason = getattr(failure, "reason", None) or str(failure)
+            same = getattr(exc, "hint", None) is not None and getattr(exc, "hint", None) == getattr(failure, "hint", None)
+            why = "for the same reason" if same else f"({getattr(exc, 'reason', None) or exc})"
+            raise ProviderError(
+                f"Submitting {rid} failed ({reason}) and squeue cannot tell whether the job was queued {why}; "
+                f"so as not to run it twice, nothing more was submitted: when squeue answers again, `madinfra plan` shows whether {rid} exists"
+                f" ({getattr(exc, 'hint', None) or 'check the connection to the login node'})"
+            ) from None
         matches = [r for r in rows if r.name == resource.spec["name"] and r.comment == submit["comment"] and r.active]
         return matches[-1].job_id if matches else None
 

@@ -164,13 +164,18 @@ def test_non_idempotent_commands_are_tried_once() -> None:
     assert sleeps == []
 
 
-def test_a_down_controller_is_one_clear_permanent_error() -> None:
+def test_a_down_controller_is_retried_then_one_clear_sentence() -> None:
     sleeps: list[float] = []
     down = result(stderr="squeue: error: Unable to contact slurm controller (connect failure)", exited=1)
-    conn, _ = connection([down], sleeps)
-    with pytest.raises(ProviderError, match=r"Submitting slurm/Job/worker: the Slurm controller on h:22 is not responding.*scontrol ping") as info:
-        conn.run("sbatch", what="Submitting slurm/Job/worker")
-    assert not isinstance(info.value, TransientProviderError) and sleeps == []
+    conn, _ = connection([down] * 3, sleeps, attempts=3)
+    with pytest.raises(TransientProviderError) as info:
+        conn.run("squeue", what="Reading the jobs of stack 'demo'")
+    assert str(info.value) == (
+        "Reading the jobs of stack 'demo' failed 3 times: the Slurm controller on h:22 is not responding "
+        "(squeue: error: Unable to contact slurm controller (connect failure)); "
+        "check that slurmctld is running (`scontrol ping` on the login node) and run the command again"
+    )
+    assert sleeps == [0.5, 1.0]
 
 
 def test_command_failures_are_returned_for_the_caller_to_explain() -> None:
