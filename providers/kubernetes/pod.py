@@ -92,10 +92,19 @@ def env_list(inputs: PodInputs) -> list[dict[str, Any]]:
     return list(entries.values())
 
 
+HELPER_REQUESTS = {"cpu": "2", "memory": "4Gi"}
+HELPER_LIMITS = {"cpu": "4", "memory": "8Gi"}
+"""A GPU-less role of a GPU stack (the disaggregated proxy, mini_lb) only routes HTTP: sizing it
+like a GPU server (64 CPUs / 256Gi in the ready-made stacks) would waste a node and block its
+surge pod during a rolling update."""
+
+
 def resources(spec: StackSpec, gpus: int) -> dict[str, dict[str, str]]:
     """GPU requests equal limits (extended resources cannot be overcommitted); 0 GPUs -> none."""
     k8s = spec.k8s
     assert k8s is not None
+    if gpus == 0 and spec.gpus_per_node > 0:
+        return {"requests": dict(HELPER_REQUESTS), "limits": dict(HELPER_LIMITS)}
     requests = {"cpu": k8s.cpu, "memory": k8s.memory}
     limits = {"cpu": k8s.cpu_limit, "memory": k8s.memory_limit}
     if gpus > 0:

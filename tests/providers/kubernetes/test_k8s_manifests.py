@@ -229,6 +229,11 @@ def test_disaggregated_sglang_pools_and_proxy():
     assert sum(r.gpus for r in res.values()) == 48
     proxy_cmd = pod(res["k8s/Deployment/demo-proxy"])["containers"][0]["command"][2]
     assert "demo-prefill-3.demo-prefill.ml.svc.cluster.local:30000" in proxy_cmd
+    # The proxy only routes HTTP: it is not sized like a GPU server.
+    proxy_resources = pod(res["k8s/Deployment/demo-proxy"])["containers"][0]["resources"]
+    assert proxy_resources == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+    decode_resources = pod(res["k8s/StatefulSet/demo-decode"])["containers"][0]["resources"]
+    assert decode_resources["requests"]["amd.com/gpu"] == decode_resources["limits"]["amd.com/gpu"]
 
 
 def test_resizing_one_pool_changes_that_pool_the_topology_and_the_proxy_only():
