@@ -34,6 +34,7 @@ KubeconfigOpt = Annotated[Optional[str], typer.Option("--kubeconfig", help="Kube
 SshOpt = Annotated[Optional[str], typer.Option("--ssh-target", help="SLURM login node as [user@]host[:port].")]
 InsecureOpt = Annotated[bool, typer.Option("--insecure-skip-host-key-check", help="Accept unknown SSH host keys (test clusters only).")]
 OnlyOpt = Annotated[Optional[List[str]], typer.Option("--only", help="Limit to this resource id or name and its dependencies (repeatable).")]
+ReplaceOpt = Annotated[Optional[List[str]], typer.Option("--replace", help="Replace this resource even if unchanged, e.g. to rerun a finished job (repeatable).")]
 LockTimeoutOpt = Annotated[float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another command holding the state lock.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "--auto-approve", "-y", help="Do not ask for confirmation.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (schema: docs/plan-json.md).")]
@@ -93,6 +94,7 @@ def plan(
     json_output: JsonOpt = False,
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 0 with no changes, 2 with changes, 1 on error.")] = False,
     only: OnlyOpt = None,
+    replace: ReplaceOpt = None,
     destroy: Annotated[bool, typer.Option("--destroy", help="Plan removing everything the stack owns.")] = False,
     state_dir: StateDirOpt = DEFAULT_STATE_DIR,
     context: ContextOpt = None,
@@ -110,7 +112,7 @@ def plan(
     console, _ = _consoles(no_color)
     with _stack(stack_file, state_dir, _options(context, kubeconfig, ssh_target, insecure_skip_host_key_check)) as ctx:
         state = ctx.store.load(ctx.name)
-        result = compute_plan(ctx.spec, ctx.provider, state, stack_file=stack_file, fingerprint=ctx.fingerprint, only=only or (), destroy=destroy)
+        result = compute_plan(ctx.spec, ctx.provider, state, stack_file=stack_file, fingerprint=ctx.fingerprint, only=only or (), destroy=destroy, replace=replace or ())
     if out is not None:
         try:
             save_plan(result, out, ctx.redactor)
@@ -130,6 +132,7 @@ def apply(
     stack_or_plan: Annotated[Path, typer.Argument(metavar="STACK_FILE|PLAN_FILE", help="Stack file, or a plan saved with `plan --out`.")],
     yes: YesOpt = False,
     only: OnlyOpt = None,
+    replace: ReplaceOpt = None,
     lock_timeout: LockTimeoutOpt = 0.0,
     state_dir: StateDirOpt = DEFAULT_STATE_DIR,
     context: ContextOpt = None,
@@ -145,10 +148,11 @@ def apply(
     console, err = _consoles(no_color)
     document = read_plan_document(stack_or_plan)
     if document is None:
-        _run_apply(stack_or_plan, state_dir, options, console, err, only=only or (), yes=yes, lock_timeout=lock_timeout, destroy=False)
+        _run_apply(stack_or_plan, state_dir, options, console, err, only=only or (), replace=replace or (), yes=yes, lock_timeout=lock_timeout, destroy=False)
         return
-    if only:
-        raise MadinfraError(f"--only cannot be combined with the saved plan {stack_or_plan}; pass --only to `madinfra plan --out` instead")
+    for flag, given in (("--only", only), ("--replace", replace)):
+        if given:
+            raise MadinfraError(f"{flag} cannot be combined with the saved plan {stack_or_plan}; pass {flag} to `madinfra plan --out` instead")
     saved = load_plan_file(stack_or_plan, document)
     check_stack_file(saved, _fingerprint_or_none(saved.stack_file))
 
@@ -164,6 +168,7 @@ def apply(
         console,
         err,
         only=saved.only,
+        replace=saved.replace,
         yes=True,
         lock_timeout=lock_timeout,
         destroy=saved.destroy,
@@ -186,7 +191,7 @@ def destroy(
     """Remove everything the stack owns (found on the cluster by its labels/names, state or not)."""
     options = _options(context, kubeconfig, ssh_target, insecure_skip_host_key_check)
     console, err = _consoles(no_color)
-    _run_apply(stack_file, state_dir, options, console, err, only=(), yes=yes, lock_timeout=lock_timeout, destroy=True)
+    _run_apply(stack_file, state_dir, options, console, err, only=(), replace=(), yes=yes, lock_timeout=lock_timeout, destroy=True)
 
 
 def _fingerprint_or_none(path: Path) -> str | None:
@@ -195,7 +200,7 @@ def _fingerprint_or_none(path: Path) -> str | None:
     return stack_fingerprint(path) if path.is_file() else None
 
 
-def _run_apply(stack_file, state_dir, options, console, err, *, only, yes, lock_timeout, destroy, desired=None, verify=None) -> None:
+def _run_apply(stack_file, state_dir, options, console, err, *, only, replace, yes, lock_timeout, destroy, desired=None, verify=None) -> None:
     from madinfra.engine.pipeline import collect_outputs, compute_plan, rules_for
     from madinfra.engine.run import apply_plan
     from madinfra.render.human import print_plan
@@ -205,7 +210,7 @@ def _run_apply(stack_file, state_dir, options, console, err, *, only, yes, lock_
     command = "destroy" if destroy else "apply"
     with _stack(stack_file, state_dir, options) as ctx, _lock(ctx, f"madinfra {command} {stack_file}", lock_timeout, err):
         state = ctx.store.load_or_new(ctx.name)
-        fresh = compute_plan(ctx.spec, ctx.provider, state, stack_file=stack_file, fingerprint=ctx.fingerprint, only=only, destroy=destroy, desired=desired)
+        fresh = compute_plan(ctx.spec, ctx.provider, state, stack_file=stack_file, fingerprint=ctx.fingerprint, only=only, destroy=destroy, desired=desired, replace=replace)
         if verify is not None:
             verify(ctx, fresh)
         print_plan(fresh, console, ctx.redactor)

@@ -121,6 +121,7 @@ def compute_plan(
     only: Iterable[str] = (),
     destroy: bool = False,
     desired: list[Resource] | None = None,
+    replace: Iterable[str] = (),
     compile_fn: CompileFn | None = None,
 ) -> Plan:
     """Plan the stack: ``destroy`` plans removing everything the live read finds for it.
@@ -141,6 +142,7 @@ def compute_plan(
         only=only,
         restarts_on_update=getattr(provider, "restarts_on_update", None),
         stack_fingerprint=fingerprint,
+        replace=() if destroy else replace,
     )
     result.stack_file = str(Path(stack_file).resolve()) if stack_file is not None else None
     result.target = spec.target

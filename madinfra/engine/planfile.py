@@ -35,6 +35,7 @@ class SavedPlan:
     live_fingerprint: str
     stack_fingerprint: str
     actions: list[tuple[str, str]]
+    replace: tuple[str, ...] = ()
 
 
 def save_plan(plan: Plan, path: Path, redactor: Redactor | None = None) -> None:
@@ -84,6 +85,7 @@ def load_plan_file(path: Path, data: dict[str, Any] | None = None) -> SavedPlan:
             live_fingerprint=data["fingerprints"]["live"],
             stack_fingerprint=data["fingerprints"]["stack_file"],
             actions=[(c["action"], c["address"]) for c in data["changes"]],
+            replace=tuple(data.get("replace") or ()),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MadinfraError(f"The saved plan {path} is incomplete ({exc.__class__.__name__}: {exc}); create it again with `madinfra plan --out`") from None

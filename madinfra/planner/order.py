@@ -58,20 +58,25 @@ def _deps(resource: Resource | None) -> tuple[str, ...]:
     return resource.depends_on if resource is not None else ()
 
 
+def match_ids(names: Iterable[str], resources: list[Resource], flag: str) -> set[str]:
+    """The resource ids that ``names`` (ids or bare names) denote; an unknown one is an error."""
+    chosen: set[str] = set()
+    for item in (n for n in names if n):
+        hits = [r.id for r in resources if r.id == item or r.name == item]
+        if not hits:
+            valid = ", ".join(sorted({r.id for r in resources})) or "none"
+            raise MadinfraError(f"{flag} {item} matches no resource of this stack; valid resource ids: {valid}")
+        chosen.update(hits)
+    return chosen
+
+
 def select(only: Iterable[str], resources: list[Resource]) -> set[str]:
     """The ids ``--only`` names (by id or by name) plus everything they depend on.
 
     An unknown name is an error listing the valid ids, so a typo never silently plans nothing.
     """
-    wanted = [o for o in only if o]
     by_id = {r.id: r for r in resources}
-    chosen: set[str] = set()
-    for item in wanted:
-        hits = [r.id for r in resources if r.id == item or r.name == item]
-        if not hits:
-            valid = ", ".join(sorted(by_id)) or "none"
-            raise MadinfraError(f"--only {item} matches no resource of this stack; valid resource ids: {valid}")
-        chosen.update(hits)
+    chosen = match_ids(only, resources, "--only")
     closure: set[str] = set()
     stack = list(chosen)
     while stack:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from madinfra.errors import MadinfraError
 from madinfra.planner.diff import ABSENT, FieldDiff, diff_specs, flatten, format_path
 from madinfra.planner.normalise import canonical_json, normalise, overlaps, sha256_label
-from madinfra.planner.order import order_changes, select
+from madinfra.planner.order import match_ids, order_changes, select
 from madinfra.resources import Change, FieldChange, Resource, UpdateRules
 
 RulesFor = Callable[[str], UpdateRules]
@@ -25,6 +25,7 @@ SYMBOLS = {"create": "+", "update": "~", "replace": "-/+", "delete": "-"}
 DELETED_OUTSIDE = "deleted outside madinfra"
 CHANGED_OUTSIDE = "changed outside madinfra"
 PREVIOUS_FAILURE = "the previous apply of this resource failed"
+REPLACE_REQUESTED = "replacement requested with --replace"
 
 
 class AppliedRecord(Protocol):
@@ -56,6 +57,7 @@ class Plan:
     stack_file: str | None = None
     target: str | None = None
     only: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
     destroy: bool = False
 
     @property
@@ -114,11 +116,14 @@ def plan(
     only: Iterable[str] = (),
     restarts_on_update: RestartCheck | None = None,
     stack_fingerprint: str = "",
+    replace: Iterable[str] = (),
 ) -> Plan:
     """Compute the ordered changes that turn ``live`` into ``desired`` (pure).
 
     ``restarts_on_update`` lets a provider say that an in-place update restarts a workload (a
     Deployment template change rolls its pods); replacements and deletes of workloads always do.
+    ``replace`` forces a replacement of those resources even without a difference (Terraform's
+    ``-replace``), e.g. to run a finished training job again.
     """
     state = state or {}
     desired_by_id = _unique(desired, "desired")
@@ -132,6 +137,9 @@ def plan(
         if rid not in desired_by_id:
             reason = "no longer in the stack" if rid in state else "not in the stack (found by its stack label)"
             changes.append(Change("delete", rid, None, have, reasons=[reason]))
+    replace = tuple(replace)
+    if replace:
+        changes = _force_replacements(changes, match_ids(replace, list(desired), "--replace"), desired_by_id, live_by_id)
     only = tuple(only)
     if only:
         known = list(desired) + [r for r in live if r.id not in desired_by_id]
@@ -151,7 +159,24 @@ def plan(
         live_fingerprint=live_fingerprint(live, rules_for),
         stack_fingerprint=stack_fingerprint,
         only=only,
+        replace=replace,
     )
+
+
+def _force_replacements(changes: list[Change], ids: set[str], desired: dict[str, Resource], live: dict[str, Resource]) -> list[Change]:
+    """Turn the requested ids into replacements; one that does not exist yet is simply created."""
+    by_id = {c.resource_id: c for c in changes}
+    for rid in sorted(ids):
+        have = live.get(rid)
+        if have is None:
+            continue
+        change = by_id.get(rid)
+        if change is None:
+            change = Change("replace", rid, desired[rid], have)
+            changes.append(change)
+        change.action = "replace"
+        change.reasons.append(REPLACE_REQUESTED)
+    return changes
 
 
 def _unique(resources: list[Resource], which: str) -> dict[str, Resource]:

@@ -13,7 +13,7 @@ from madinfra.planner.plan import SYMBOLS, Plan
 from madinfra.resources import Change, FieldChange, Resource
 from madinfra.secrets import Redactor
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 
 
 def resource_to_data(resource: Resource) -> dict[str, Any]:
@@ -82,6 +82,7 @@ def plan_to_data(plan: Plan, redactor: Redactor | None = None) -> dict[str, Any]
         "stack_file": plan.stack_file,
         "destroy": plan.destroy,
         "only": list(plan.only),
+        "replace": list(plan.replace),
         "has_changes": plan.has_changes,
         "summary": plan.summary,
         "gpus": {"before": plan.gpus_before, "after": plan.gpus_after},

@@ -176,7 +176,7 @@ def test_json_plan_follows_the_documented_schema(cli):
     code, out, _ = cli.run("plan", cli.stack, "--json", "--detailed-exitcode")
     assert code == 2
     data = json.loads(out)
-    assert data["format_version"] == "1.0"
+    assert data["format_version"] == "1.1"
     assert set(data) >= {"stack", "target", "stack_file", "destroy", "only", "has_changes", "summary", "gpus", "changes", "restarts", "drift", "warnings", "fingerprints"}
     assert data["summary"] == {"add": 0, "change": 0, "replace": 1, "destroy": 0}
     (change,) = data["changes"]
@@ -273,6 +273,22 @@ def test_only_limits_apply_to_a_resource_and_its_dependencies(cli):
     assert set(cli.live()) == {"mem_volume/demo-data", "mem_job/demo"}
     code, _, err = cli.run("plan", cli.stack, "--only", "nope")
     assert code == 1 and "--only nope matches no resource" in err and "mem_service/demo-svc" in err
+
+
+def test_replace_reruns_an_unchanged_resource_and_survives_a_saved_plan(cli):
+    assert cli.run("apply", cli.stack, "--yes")[0] == 0
+    before = cli.live()["mem_job/demo"]["provider_id"]
+    code, out, _ = cli.run("plan", cli.stack, "--replace", "demo", "--detailed-exitcode")
+    assert code == 2 and "Plan: 0 to add, 0 to change, 1 to replace, 0 to destroy." in out
+    assert "replacement requested with --replace" in out
+    plan_file = cli.root / "replace.plan"
+    assert cli.run("plan", cli.stack, "--replace", "mem_job/demo", "--out", plan_file)[0] == 0
+    code, out, _ = cli.run("apply", plan_file)
+    assert code == 0 and "1 replaced" in out
+    assert cli.live()["mem_job/demo"]["provider_id"] != before
+    assert cli.run("plan", cli.stack, "--detailed-exitcode")[0] == 0
+    code, _, err = cli.run("apply", plan_file, "--replace", "demo")
+    assert code == 1 and "--replace cannot be combined with the saved plan" in err
 
 
 def test_secrets_never_appear_in_output_plan_files_or_state(cli, monkeypatch):

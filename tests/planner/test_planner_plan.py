@@ -183,3 +183,27 @@ def test_live_fingerprint_ignores_order_and_server_fields_but_not_real_changes()
 def test_plan_carries_stack_and_fingerprints():
     p = plan([], [], None, rules_for, stack="demo", stack_fingerprint="sha256:x")
     assert p.stack == "demo" and p.stack_fingerprint == "sha256:x" and p.live_fingerprint.startswith("sha256:")
+
+
+def test_replace_forces_a_replacement_without_any_difference():
+    job = r("job", "train", nodes=2, workload=True, gpus=2)
+    p = plan([job], [live(job)], None, rules_for, stack="demo", replace=["train"])
+    assert actions(p) == [("replace", "job/train")]
+    assert p.changes[0].reasons == ["replacement requested with --replace"]
+    assert p.changes[0].fields == []
+    assert [x.resource_id for x in p.restarts] == ["job/train"]
+    assert p.replace == ("train",)
+
+
+def test_replace_upgrades_an_in_place_update_and_keeps_its_fields():
+    job = r("job", "train", nodes=2, time="1:00")
+    p = plan([r("job", "train", nodes=2, time="2:00")], [live(job)], None, rules_for, replace=["job/train"])
+    assert actions(p) == [("replace", "job/train")]
+    assert [f.path for f in p.changes[0].fields] == ["spec.time"]
+
+
+def test_replace_of_a_resource_not_yet_live_is_a_plain_create_and_unknown_names_fail():
+    job = r("job", "train", nodes=2)
+    assert actions(plan([job], [], None, rules_for, replace=["train"])) == [("create", "job/train")]
+    with pytest.raises(MadinfraError, match="--replace nope matches no resource of this stack; valid resource ids: job/train"):
+        plan([job], [live(job)], None, rules_for, replace=["nope"])

@@ -269,6 +269,16 @@ def test_a_finished_training_job_stays_finished_until_the_stack_changes(sandbox_
     assert "No changes" in stack.cli("plan", str(stack.path)).stdout, "a failed job is shown, not retried"
     assert "FAILED (exit code 3)" in stack.cli("show", str(stack.path)).stdout
 
+    # Terraform's -replace: run the unchanged, finished job again.
+    planned = stack.cli("plan", str(stack.path), "--replace", "worker").stdout
+    assert "-/+ slurm/Job/worker" in planned and "replacement requested with --replace" in planned
+    stack.cli("apply", str(stack.path), "--yes", "--replace", "worker")
+    rerun = stack.state_job_id("worker")
+    assert rerun not in (first, second)
+    wait_finished()
+    assert "FAILED (exit code 3)" in stack.cli("show", str(stack.path)).stdout
+    second = rerun
+
     stack.write(training("sleep 2; exit 3", time_limit="6"))
     planned = stack.cli("plan", str(stack.path)).stdout
     assert "~ slurm/Job/worker" in planned and "Workloads that will restart: slurm/Job/worker (restarted by the update)" in planned
