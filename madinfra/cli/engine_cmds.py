@@ -64,6 +64,12 @@ def _stack(stack_file: Path, state_dir: Path, options: ProviderOptions) -> Itera
     ctx = open_stack(stack_file, state_dir, options)
     try:
         yield ctx
+    except MadinfraError as err:
+        # A provider's message may quote a remote command or its output: never let a secret through.
+        redacted = ctx.redactor.text(str(err))
+        if redacted != str(err):
+            raise MadinfraError(redacted) from None
+        raise
     finally:
         ctx.close()
 

@@ -309,6 +309,18 @@ def test_secrets_never_appear_in_output_plan_files_or_state(cli, monkeypatch):
     assert code == 1 and "DEMO_TOKEN" in err and "not set" in err
 
 
+def test_a_provider_error_quoting_a_secret_is_redacted(cli, monkeypatch):
+    from madinfra.errors import ProviderError
+
+    def failing_read(self, stack):
+        raise ProviderError(f"slurm/Job/worker: sbatch rejected the job: export DEMO_TOKEN={SECRET}: bad line")
+
+    monkeypatch.setattr(memory_provider.MemoryProvider, "read", failing_read)
+    code, out, err = cli.run("plan", cli.stack)
+    assert code == 1 and SECRET not in out + err
+    assert "sbatch rejected the job: export DEMO_TOKEN=" in err
+
+
 def test_corrupt_state_is_a_clear_error(cli):
     cli.run("apply", cli.stack, "--yes")
     state_file(cli).write_text('{"version": 1, "stack": "de')
