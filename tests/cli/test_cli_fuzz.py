@@ -39,6 +39,7 @@ import memory_provider  # noqa: E402
 
 from madinfra.cli import main  # noqa: E402
 from madinfra.provider_registry import unregister  # noqa: E402
+from tests_support import kubelet_expand  # noqa: E402
 
 MARK = "@MARK@"
 """Replaced by the marker file's path: every injection attempt below would create that file."""
@@ -159,29 +160,6 @@ def write_json(path: Path, document: Any) -> Path:
     return path
 
 
-def kubelet_expand(text: str, defined: dict[str, str]) -> str:
-    """Kubernetes' ``$(VAR)`` expansion of env values, command and args (kubelet's rules: ``$$``
-    is a literal ``$``, ``$(NAME)`` of a defined NAME is replaced, anything else stays)."""
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "$" and i + 1 < len(text):
-            nxt = text[i + 1]
-            if nxt == "$":
-                out.append("$")
-                i += 2
-                continue
-            if nxt == "(":
-                end = text.find(")", i + 2)
-                if end != -1:
-                    name = text[i + 2 : end]
-                    out.append(defined[name] if name in defined else text[i : end + 1])
-                    i = end + 1
-                    continue
-        out.append(text[i])
-        i += 1
-    return "".join(out)
-
-
 # -- stand-ins for the cluster's programs -----------------------------------------------------------
 
 FAKE_SRUN = """#!/bin/bash
@@ -189,6 +167,10 @@ FAKE_SRUN = """#!/bin/bash
 while [[ $# -gt 0 && $1 == -* ]]; do shift; done
 export SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NODEID=0
 exec "$@"
+"""
+FAKE_SQUEUE = """#!/bin/bash
+# The job script's end marker asks squeue for the job's own row; no controller here.
+exit 0
 """
 FAKE_SCONTROL = """#!/bin/bash
 case "$*" in
@@ -209,7 +191,7 @@ def sandbox(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fuzz")
     bin_dir = root / "bin"
     bin_dir.mkdir()
-    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL), ("torchrun", FAKE_WORKLOAD)):
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL), ("squeue", FAKE_SQUEUE), ("torchrun", FAKE_WORKLOAD)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     return {"root": root, "bin": bin_dir, "marker": root / "INJECTED"}

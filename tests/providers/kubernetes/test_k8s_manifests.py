@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from k8s_support import build, launch_plan, role
+from tests_support import kubelet_expand
 
 from madinfra.config import resolve
 from madinfra.errors import MadinfraError
@@ -121,31 +122,6 @@ def test_container_script_exports_runtime_env_in_order_then_unsets_then_runs():
     assert container["command"][:2] == ["bash", "-c"]
     assert container["command"][2] == escape_dollars(shell_script(r, indexed_default=True))
     assert container["workingDir"] == "/workspace"
-
-
-def kubelet_expand(text: str, env: dict[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion (third_party/forked/golang/expansion), for the round trip."""
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "$" and i + 1 < len(text):
-            nxt = text[i + 1]
-            if nxt == "$":
-                out.append("$")
-                i += 2
-                continue
-            if nxt == "(":
-                end = text.find(")", i + 2)
-                if end != -1:
-                    name = text[i + 2 : end]
-                    out.append(env.get(name, f"$({name})"))
-                    i = end + 1
-                    continue
-            out.append("$" + nxt)
-            i += 2
-            continue
-        out.append(text[i])
-        i += 1
-    return "".join(out)
 
 
 @pytest.mark.parametrize("text", ["$(NNODES) $$ ${X:-$(hostname)} $((1+2))", "price: $5", "plain", "$"])
