@@ -22,6 +22,9 @@ class UpdateRules:
     ``force_replace``: any change under these paths needs delete + create.
     ``server_owned``: filled or changed by the cluster; never diffed.
     ``replace_when_running``: in place while pending/not started, replace once running (SLURM).
+    ``managed_fields_only``: compare only the fields madinfra sets (the desired spec's, and the
+    last applied spec's so a removed field still shows); whatever else the live object carries
+    belongs to the server or to other controllers (Kubernetes server-side apply semantics).
     Everything else is updated in place.
     """
 
@@ -29,6 +32,15 @@ class UpdateRules:
     server_owned: tuple[str, ...] = ()
     replace_when_running: tuple[str, ...] = ()
     unordered_lists: tuple[str, ...] = ()
+    managed_fields_only: bool = False
+    compared_when_unset: tuple[str, ...] = ()
+    whole_fields: tuple[str, ...] = ()
+    """With ``managed_fields_only``: mappings (or order-free named lists) madinfra owns entirely,
+    so a key the live object has and the desired spec lacks is a difference (a removed env var,
+    a file gone from the scripts ConfigMap); the server never adds keys there."""
+    """With ``managed_fields_only``: fields madinfra sets only sometimes and the server never
+    fills in, so a live value the desired spec lacks is a difference (a node selector that was
+    removed, a headless Service that became a ClusterIP one)."""
 
 
 @dataclass

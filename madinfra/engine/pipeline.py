@@ -143,6 +143,7 @@ def compute_plan(
         restarts_on_update=getattr(provider, "restarts_on_update", None),
         stack_fingerprint=fingerprint,
         replace=() if destroy else replace,
+        finished_and_gone=getattr(provider, "finished_and_gone", None),
     )
     result.stack_file = str(Path(stack_file).resolve()) if stack_file is not None else None
     result.target = spec.target

@@ -13,7 +13,7 @@ from typing import Callable
 
 from madinfra.engine.scheduler import ChangeSkipped
 from madinfra.errors import MadinfraError
-from madinfra.planner.normalise import spec_hash
+from madinfra.planner.normalise import canonical_json, comparable_live, normalise, spec_hash
 from madinfra.planner.plan import Plan, RulesFor
 from madinfra.resources import Change, Resource
 from madinfra.state.store import ResourceRecord, State, StateStore
@@ -44,8 +44,11 @@ class StateRecorder:
         for want in plan.desired:
             have = live.get(want.id)
             rules = self.rules_for(want.kind)
-            if have is not None and spec_hash(have.spec, rules) == spec_hash(want.spec, rules):
-                self.state.resources[want.id] = self._record_for(want, have.provider_id)
+            applied = self.state.resources.get(want.id)
+            applied_spec = applied.spec if applied is not None and not applied.tainted else None
+            if have is not None and canonical_json(comparable_live(have.spec, want.spec, applied_spec, rules)) == canonical_json(normalise(want.spec, rules)):
+                finished = have.status.get("finished") or (applied.finished if applied is not None and applied.provider_id == have.provider_id else None)
+                self.state.resources[want.id] = self._record_for(want, have.provider_id, finished)
         for rid in list(self.state.resources):
             if rid not in live and rid not in desired_ids:
                 del self.state.resources[rid]
@@ -72,7 +75,8 @@ class StateRecorder:
                 provider_id = live_after.provider_id if live_after is not None else None
                 if provider_id is None and change.action == "update" and change.current is not None:
                     provider_id = change.current.provider_id  # updated in place: same object
-                self.state.resources[rid] = self._record_for(change.desired, provider_id)
+                finished = live_after.status.get("finished") if live_after is not None else None
+                self.state.resources[rid] = self._record_for(change.desired, provider_id, finished)
         elif live_after is not None:
             record = self._record_for(live_after, live_after.provider_id)
             record.tainted, record.error = True, str(error)
@@ -93,7 +97,7 @@ class StateRecorder:
             self.outcomes[rid] = exc
             raise
 
-    def _record_for(self, resource: Resource, provider_id: str | None) -> ResourceRecord:
+    def _record_for(self, resource: Resource, provider_id: str | None, finished: str | None = None) -> ResourceRecord:
         return ResourceRecord(
             kind=resource.kind,
             name=resource.name,
@@ -104,4 +108,5 @@ class StateRecorder:
             gpus=resource.gpus,
             workload=resource.workload,
             role=resource.role,
+            finished=finished,
         )

@@ -104,6 +104,75 @@ def _without_order(items: list[Any]) -> Any:
     return sorted(items, key=canonical_json)
 
 
+def merge_shapes(first: Any, second: Any) -> Any:
+    """The union of two normalised specs' fields (values are irrelevant, only where fields are)."""
+    if isinstance(first, dict) and isinstance(second, dict):
+        merged = dict(first)
+        for key, value in second.items():
+            merged[key] = merge_shapes(first[key], value) if key in first else value
+        return merged
+    if isinstance(first, list) and isinstance(second, list):
+        longer, shorter = (first, second) if len(first) >= len(second) else (second, first)
+        return [merge_shapes(a, b) for a, b in zip(longer, shorter)] + longer[len(shorter) :]
+    return first if first is not None else second
+
+
+def prune_to_shape(live: Any, shape: Any, whole: tuple[str, ...] = (), keys: tuple[str, ...] = ()) -> Any:
+    """``live`` without the fields ``shape`` does not have.
+
+    Mappings keep only the keys of ``shape`` (so labels or defaults the server added are not
+    differences), except mappings at a ``whole`` path, which keep every key; lists of mappings
+    are pruned item by item, and items beyond ``shape``'s length are kept whole, so an added item
+    still shows; every other value is compared as it is.
+    """
+    if isinstance(live, dict) and isinstance(shape, dict):
+        keep_all = any(tuple(w.split(".")) == keys for w in whole)
+        out = {}
+        for key, value in live.items():
+            child = keys if is_item_key(key) else keys + (key,)
+            if key in shape:
+                out[key] = prune_to_shape(value, shape[key], whole, child)
+            elif keep_all:
+                out[key] = value
+        return out
+    if isinstance(live, list) and isinstance(shape, list) and any(isinstance(item, dict) for item in live):
+        return [prune_to_shape(item, shape[i], whole, keys) if i < len(shape) else item for i, item in enumerate(live)]
+    return live
+
+
+def with_unset_fields(shape: Any, live: Any, paths: tuple[str, ...]) -> Any:
+    """``shape`` plus the fields at ``paths`` that ``live`` has (through lists item by item)."""
+    for path in paths:
+        shape = _add_path(shape, live, path.split("."))
+    return shape
+
+
+def _add_path(shape: Any, live: Any, parts: list[str]) -> Any:
+    if isinstance(shape, list) and isinstance(live, list):
+        return [_add_path(s, l, parts) for s, l in zip(shape, live)] + shape[len(live) :]
+    if not isinstance(shape, dict) or not isinstance(live, dict) or parts[0] not in live:
+        return shape
+    key = parts[0]
+    if len(parts) == 1:
+        return shape if key in shape else {**shape, key: live[key]}
+    if key not in shape:
+        return shape
+    return {**shape, key: _add_path(shape[key], live[key], parts[1:])}
+
+
+def comparable_live(live: dict[str, Any], desired: dict[str, Any], applied: dict[str, Any] | None, rules: UpdateRules) -> dict[str, Any]:
+    """The normalised live spec as the planner compares it with the normalised ``desired``."""
+    live_norm = normalise(live, rules)
+    if not rules.managed_fields_only:
+        return live_norm
+    shape = normalise(desired, rules)
+    if applied is not None:
+        shape = merge_shapes(shape, normalise(applied, rules))
+    shape = with_unset_fields(shape, live_norm, rules.compared_when_unset)
+    pruned = prune_to_shape(live_norm, shape, rules.whole_fields)
+    return pruned if isinstance(pruned, dict) else {}
+
+
 def canonical_json(value: Any) -> str:
     """Deterministic JSON text (sorted keys, no spaces); non-JSON scalars fall back to ``str``."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

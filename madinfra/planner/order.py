@@ -59,10 +59,11 @@ def _deps(resource: Resource | None) -> tuple[str, ...]:
 
 
 def match_ids(names: Iterable[str], resources: list[Resource], flag: str) -> set[str]:
-    """The resource ids that ``names`` (ids or bare names) denote; an unknown one is an error."""
+    """The resource ids that ``names`` (ids, bare names, or a role: its workload) denote; an
+    unknown one is an error."""
     chosen: set[str] = set()
     for item in (n for n in names if n):
-        hits = [r.id for r in resources if r.id == item or r.name == item]
+        hits = [r.id for r in resources if r.id == item or r.name == item or (r.workload and r.role == item)]
         if not hits:
             valid = ", ".join(sorted({r.id for r in resources})) or "none"
             raise MadinfraError(f"{flag} {item} matches no resource of this stack; valid resource ids: {valid}")

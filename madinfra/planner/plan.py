@@ -14,12 +14,16 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from madinfra.errors import MadinfraError
 from madinfra.planner.diff import ABSENT, FieldDiff, diff_specs, flatten, format_path
-from madinfra.planner.normalise import canonical_json, normalise, overlaps, sha256_label
+from madinfra.planner.normalise import canonical_json, comparable_live, normalise, overlaps, sha256_label
 from madinfra.planner.order import match_ids, order_changes, select
 from madinfra.resources import Change, FieldChange, Resource, UpdateRules
 
 RulesFor = Callable[[str], UpdateRules]
 RestartCheck = Callable[[Change], bool]
+FinishedCheck = Callable[[Resource, "AppliedRecord"], "str | None"]
+"""``finished_and_gone(desired, applied)``: a sentence when a resource that is gone from the
+cluster ended by itself (a finished training Job that Kubernetes removed after its TTL), so it
+is not created again; None when it is gone for any other reason."""
 
 SYMBOLS = {"create": "+", "update": "~", "replace": "-/+", "delete": "-"}
 DELETED_OUTSIDE = "deleted outside madinfra"
@@ -34,6 +38,8 @@ class AppliedRecord(Protocol):
 
     spec: dict[str, Any]
     tainted: bool
+    finished: str | None
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,9 @@ class Plan:
     gpus_after: int = 0
     restarts: list[Restart] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    """Ids of desired resources that finished and are gone, so are not created again."""
     live_fingerprint: str = ""
     stack_fingerprint: str = ""
     stack_file: str | None = None
@@ -117,6 +126,7 @@ def plan(
     restarts_on_update: RestartCheck | None = None,
     stack_fingerprint: str = "",
     replace: Iterable[str] = (),
+    finished_and_gone: FinishedCheck | None = None,
 ) -> Plan:
     """Compute the ordered changes that turn ``live`` into ``desired`` (pure).
 
@@ -129,17 +139,32 @@ def plan(
     desired_by_id = _unique(desired, "desired")
     live_by_id = _unique(live, "live")
     changes: list[Change] = []
+    notes: list[str] = []
+    finished: list[str] = []
     for rid, want in desired_by_id.items():
-        change = _change_for(want, live_by_id.get(rid), state.get(rid), rules_for(want.kind))
+        rules = rules_for(want.kind)
+        note = _finished_note(want, live_by_id.get(rid), state.get(rid), rules, finished_and_gone)
+        if note is not None:
+            notes.append(note)
+            finished.append(rid)
+            continue
+        change = _change_for(want, live_by_id.get(rid), state.get(rid), rules)
         if change is not None:
             changes.append(change)
+        elif state.get(rid) is not None and state[rid].tainted:
+            notes.append(f"{rid}: the last apply failed ({state[rid].error or 'no reason recorded'}), but the cluster already has what the stack asks for, so there is nothing to change; fix the cause (it is outside the stack) or use --replace {want.role or want.name}")
     for rid, have in live_by_id.items():
         if rid not in desired_by_id:
             reason = "no longer in the stack" if rid in state else "not in the stack (found by its stack label)"
             changes.append(Change("delete", rid, None, have, reasons=[reason]))
     replace = tuple(replace)
     if replace:
-        changes = _force_replacements(changes, match_ids(replace, list(desired), "--replace"), desired_by_id, live_by_id)
+        wanted = match_ids(replace, list(desired), "--replace")
+        changes = _force_replacements(changes, wanted, desired_by_id, live_by_id)
+        for rid in sorted(wanted & set(finished)):
+            changes.append(Change("create", rid, desired_by_id[rid], None, reasons=[REPLACE_REQUESTED]))
+            finished.remove(rid)
+            notes = [n for n in notes if not n.startswith(rid + " ")]
     only = tuple(only)
     if only:
         known = list(desired) + [r for r in live if r.id not in desired_by_id]
@@ -156,11 +181,22 @@ def plan(
         gpus_before=gpus_before,
         gpus_after=gpus_after,
         restarts=_restarts(changes, restarts_on_update),
+        notes=notes,
+        finished=finished,
         live_fingerprint=live_fingerprint(live, rules_for),
         stack_fingerprint=stack_fingerprint,
         only=only,
         replace=replace,
     )
+
+
+def _finished_note(want: Resource, have: Resource | None, applied: AppliedRecord | None, rules: UpdateRules, check: FinishedCheck | None) -> str | None:
+    """The provider's sentence for an unchanged resource that ended by itself and is gone."""
+    if check is None or have is not None or applied is None or applied.tainted:
+        return None
+    if canonical_json(normalise(applied.spec, rules)) != canonical_json(normalise(want.spec, rules)):
+        return None
+    return check(want, applied)
 
 
 def _force_replacements(changes: list[Change], ids: set[str], desired: dict[str, Resource], live: dict[str, Resource]) -> list[Change]:
@@ -195,7 +231,7 @@ def _change_for(want: Resource, have: Resource | None, applied: AppliedRecord | 
         if applied is not None and not tainted:
             return Change("create", want.id, want, None, fields=fields, reasons=[DELETED_OUTSIDE], drift=True)
         return Change("create", want.id, want, None, fields=fields, reasons=[PREVIOUS_FAILURE] if tainted else [])
-    live_norm = normalise(have.spec, rules)
+    live_norm = comparable_live(have.spec, want.spec, applied.spec if applied is not None and not tainted else None, rules)
     diffs = diff_specs(live_norm, normalise(want.spec, rules))
     if not diffs:
         return None

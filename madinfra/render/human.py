@@ -106,7 +106,8 @@ def _header(change: Change) -> str:
 
 
 def _warnings(plan: Plan, redactor: Redactor) -> list[Text]:
-    return [Text(redactor.text(f"Warning: {w}"), style="bold yellow") for w in plan.warnings]
+    notes = [Text(redactor.text(f"Note: {n}")) for n in plan.notes]
+    return notes + [Text(redactor.text(f"Warning: {w}"), style="bold yellow") for w in plan.warnings]
 
 
 def print_plan(plan: Plan, console: Console, redactor: Redactor | None = None) -> None:

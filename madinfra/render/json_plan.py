@@ -90,6 +90,7 @@ def plan_to_data(plan: Plan, redactor: Redactor | None = None) -> dict[str, Any]
         "restarts": [{"address": r.resource_id, "action": r.action} for r in plan.restarts],
         "drift": [c.resource_id for c in plan.changes if c.drift],
         "warnings": list(plan.warnings),
+        "notes": list(plan.notes),
         "fingerprints": {"live": plan.live_fingerprint, "stack_file": plan.stack_fingerprint},
     }
     return (redactor or Redactor()).data(data)

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from madinfra.planner.normalise import spec_hash
+from madinfra.planner.normalise import canonical_json, comparable_live, normalise
 from madinfra.planner.plan import RulesFor
 from madinfra.resources import Resource
 from madinfra.secrets import Redactor
@@ -47,7 +47,8 @@ def _sync(record: Any, have: Resource | None, rules_for: RulesFor) -> str:
     if record.tainted:
         return "last apply failed"
     rules = rules_for(have.kind)
-    return "in sync" if spec_hash(record.spec, rules) == spec_hash(have.spec, rules) else "changed outside madinfra"
+    live = canonical_json(comparable_live(have.spec, record.spec, None, rules))
+    return "in sync" if live == canonical_json(normalise(record.spec, rules)) else "changed outside madinfra"
 
 
 def print_show(data: dict[str, Any], console: Console, redactor: Redactor | None = None) -> None:

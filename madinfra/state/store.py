@@ -43,6 +43,8 @@ class ResourceRecord:
     role: str | None = None
     tainted: bool = False
     error: str | None = None
+    finished: str | None = None
+    """How and when a run-to-completion resource ended, once madinfra saw it (``Complete at ...``)."""
 
     @property
     def id(self) -> str:
