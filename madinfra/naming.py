@@ -70,9 +70,12 @@ def k8s_labels(stack: str, role: str | None = None, model: str | None = None) ->
     return labels
 
 
-def pod_dns(stack: str, role: str | None, index: int, namespace: str) -> str:
-    """Stable DNS of pod ``index`` of a role: ``<workload>-<i>.<svc>.<ns>.svc.cluster.local``."""
-    return f"{workload_name(stack, role)}-{index}.{service_name(stack, role)}.{namespace}.svc.cluster.local"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+
+
+def pod_dns(stack: str, role: str | None, index: int, namespace: str, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
+    """Stable DNS of pod ``index`` of a role: ``<workload>-<i>.<svc>.<ns>.svc.<cluster domain>``."""
+    return f"{workload_name(stack, role)}-{index}.{service_name(stack, role)}.{namespace}.svc.{cluster_domain}"
 
 
 def slurm_job_name(stack: str, role: str) -> str:

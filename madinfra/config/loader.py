@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from madinfra.errors import ConfigError
 from madinfra.config.presets import k8s_layers, layered, slurm_layers
+from madinfra.config.unsupported import unsupported_problems
 from madinfra.config.schema import (
     LAUNCHER_ALIASES,
     LAUNCHERS,
@@ -158,6 +159,9 @@ def _fold_aliases(user: dict[str, Any], problems: Problems, structural: Problems
     context = user.pop("context", None)
     if context:
         ctx_env = context.get("env_vars") if isinstance(context, dict) else None
+        if ctx_env is not None and not isinstance(ctx_env, dict):
+            problems.append(("context.env_vars", f"must be a mapping of NAME: value, got {type(ctx_env).__name__}"))
+            ctx_env = None
         if ctx_env:
             # madengine ignores context.env_vars (pain point 7); madinfra honours it under env_vars.
             user["env_vars"] = {**ctx_env, **(user.get("env_vars") or {})}
@@ -322,6 +326,7 @@ def semantic_problems(spec: StackSpec) -> Problems:
     for role in spec.roles:
         if role not in valid_roles:
             problems.append((f"roles.{role}", f"is not a role of launcher {dist.launcher or 'none'}; valid roles: {', '.join(sorted(valid_roles))}"))
+    problems.extend(unsupported_problems(spec))
     return problems
 
 

@@ -115,6 +115,8 @@ class K8sSpec(Strict):
     service_account: str | None = None
     output_dir: str = "./k8s_manifests"
     ready_timeout: int = 600
+    cluster_domain: str = Field("cluster.local", pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+    """The cluster's DNS domain (kubelet --cluster-domain), in every pod's peer addresses."""
 
 
 class SlurmSpec(Strict):

@@ -18,6 +18,7 @@ class K8sAddressing:
 
     stack: str
     namespace: str
+    cluster_domain: str = naming.DEFAULT_CLUSTER_DOMAIN
     target: str = "k8s"
 
     def pod_index(self, role: str) -> str:
@@ -31,7 +32,7 @@ class K8sAddressing:
         return index if first_rank == 0 else f"$(( {first_rank} + {index} ))"
 
     def host(self, role: str, index: int) -> str:
-        return naming.pod_dns(self.stack, role, index, self.namespace)
+        return naming.pod_dns(self.stack, role, index, self.namespace, self.cluster_domain)
 
     def master_addr(self, role: str) -> str:
         return self.host(role, 0)

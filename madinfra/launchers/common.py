@@ -41,7 +41,7 @@ RAY_NVIDIA_UNSET = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
 def addressing_for(spec: StackSpec) -> Addressing:
     if spec.target == "k8s":
         assert spec.k8s is not None
-        return K8sAddressing(spec.name, spec.k8s.namespace)
+        return K8sAddressing(spec.name, spec.k8s.namespace, spec.k8s.cluster_domain)
     return SlurmAddressing(spec.name)
 
 
