@@ -21,6 +21,7 @@ from typing import Any, Callable
 from madinfra.errors import MadinfraError, ProviderError
 from madinfra.resources import Change, ProgressCallback, RecordCallback, Resource
 from providers.kubernetes.program import PROJECT, resource_id_from_urn
+from providers.kubernetes.pulumi_state import backend_dir
 
 INSTALL_HINT = "install it with `curl -fsSL https://get.pulumi.com | sh` (or see https://www.pulumi.com/docs/install/) and make sure `pulumi` is on PATH"
 _INTERMEDIATE_OPS = frozenset({"delete-replaced", "discard-replaced", "read", "read-replacement", "refresh", "remove-pending-replace"})
@@ -57,13 +58,16 @@ def select_stack(stack: str, work_dir: Path, program: Callable[[], None]) -> Any
     from pulumi import automation as auto
 
     pulumi_dir = (work_dir / "pulumi").resolve()
-    state_dir = pulumi_dir / "state"
+    state_dir = backend_dir(work_dir)
     project_dir = pulumi_dir / "project"
     state_dir.mkdir(parents=True, exist_ok=True)
     project_dir.mkdir(parents=True, exist_ok=True)
     env = {
         "PULUMI_SKIP_UPDATE_CHECK": "true",
         "PULUMI_KUBERNETES_MANAGED_BY_LABEL": "madinfra",
+        # madinfra owns every field it sets: after `kubectl scale` or `kubectl edit` another field
+        # manager owns the drifted field, and server-side apply must take it back, not conflict.
+        "PULUMI_K8S_ENABLE_PATCH_FORCE": "true",
         **passphrase_env(pulumi_dir),
     }
     settings = auto.ProjectSettings(name=PROJECT, runtime="python", backend=auto.ProjectBackend(url=f"file://{state_dir}"))
@@ -104,6 +108,8 @@ class EventRouter:
         self.recorded: set[str] = set()
         self.held: dict[str, Resource | None] = {}
         self.errors: dict[str, str] = {}
+        self.steps: dict[str, list[str]] = {}
+        """Every step Pulumi announced per madinfra resource id, in order (``pulumi_action``)."""
 
     def report(self, rid: str, live: Resource | None, error: Exception | None) -> None:
         """The outcome of ``rid`` as Pulumi saw it (once; later reports are ignored)."""
@@ -138,6 +144,8 @@ class EventRouter:
         elif event.resource_pre_event is not None:
             meta = event.resource_pre_event.metadata
             rid = resource_id_from_urn(meta.urn)
+            if "pulumi:providers:" not in meta.urn:
+                self.steps.setdefault(rid, []).append(_op(meta))
             if rid in self.changes and _op(meta) != "same":
                 self.progress(rid, f"{_op(meta)} started")
         elif event.res_outputs_event is not None:
@@ -170,17 +178,81 @@ class EventRouter:
         return [c for rid, c in self.changes.items() if rid not in self.recorded]
 
 
-def up(stack: Any, targets: list[str], router: EventRouter) -> None:
-    """``pulumi up`` limited to the planned resources, refreshing first so drift is seen."""
+_REPLACE_OPS = frozenset({"replace", "create-replacement", "delete-replaced", "discard-replaced", "import-replacement", "read-replacement"})
+_IGNORED_OPS = frozenset({"refresh", "read", "remove-pending-replace"})
+
+
+def pulumi_action(ops: list[str]) -> str:
+    """What Pulumi did to one resource, in madinfra's words, from the ops it announced."""
+    seen = [op for op in ops if op not in _IGNORED_OPS]
+    if any(op in _REPLACE_OPS for op in seen):
+        return "replace"
+    for op, action in (("delete", "delete"), ("discard", "delete"), ("create", "create"), ("import", "create"), ("update", "update")):
+        if op in seen:
+            return action
+    return "same"
+
+
+def refresh(stack: Any) -> None:
+    """``pulumi refresh`` of everything Pulumi's state holds, before a preview or an ``up``: drift
+    becomes visible to Pulumi's diff, objects deleted outside madinfra leave its state, and the
+    pending creates of an apply that was killed are cleared. (A refresh combined with a targeted
+    ``up`` refuses targets that are not in the state yet, i.e. every object to be created.)"""
     from pulumi import automation as auto
 
     try:
-        stack.up(on_event=router, target=targets, refresh=True, color="never", suppress_outputs=True, suppress_progress=True)
+        stack.refresh(color="never", clear_pending_creates=True, suppress_outputs=True, suppress_progress=True)
+    except FileNotFoundError:
+        raise MadinfraError(f"the `pulumi` command could not be run; {INSTALL_HINT}") from None
+    except auto.CommandError as exc:
+        raise ProviderError(f"pulumi refresh failed for stack '{stack.name}': {_last_line(str(exc))}") from None
+
+
+def up(stack: Any, targets: list[str], router: EventRouter, replace: list[str] | None = None) -> None:
+    """``pulumi up`` limited to the planned resources (after ``refresh``); ``replace``: URNs
+    Pulumi must replace even when its own diff finds no change."""
+    from pulumi import automation as auto
+
+    try:
+        stack.up(
+            on_event=router,
+            target=targets,
+            replace=replace or None,
+            color="never",
+            suppress_outputs=True,
+            suppress_progress=True,
+        )
     except FileNotFoundError:
         raise MadinfraError(f"the `pulumi` command could not be run; {INSTALL_HINT}") from None
     except auto.CommandError as exc:
         detail = next(iter(router.errors.values()), None) or _last_line(str(exc))
         raise ProviderError(f"pulumi up failed for stack '{stack.name}': {detail}") from None
+
+
+def preview(stack: Any, targets: list[str], replace: list[str] | None = None) -> dict[str, str]:
+    """The step Pulumi would take for each targeted resource, so an apply can stop before
+    changing anything when Pulumi would not do what the plan says."""
+    from pulumi import automation as auto
+
+    steps: dict[str, list[str]] = {}
+    errors: list[str] = []
+
+    def collect(event: Any) -> None:
+        if event.resource_pre_event is not None:
+            meta = event.resource_pre_event.metadata
+            if "pulumi:providers:" not in meta.urn:
+                steps.setdefault(resource_id_from_urn(meta.urn), []).append(_op(meta))
+        elif event.diagnostic_event is not None and event.diagnostic_event.severity == "error":
+            errors.append(" ".join(event.diagnostic_event.message.split()))
+
+    try:
+        stack.preview(on_event=collect, target=targets, replace=replace or None, color="never", suppress_outputs=True, suppress_progress=True)
+    except FileNotFoundError:
+        raise MadinfraError(f"the `pulumi` command could not be run; {INSTALL_HINT}") from None
+    except auto.CommandError as exc:
+        detail = next(iter(errors), None) or _last_line(str(exc))
+        raise ProviderError(f"pulumi preview failed for stack '{stack.name}': {detail}") from None
+    return {rid: pulumi_action(ops) for rid, ops in steps.items()}
 
 
 def destroy(stack: Any, router: EventRouter) -> None:

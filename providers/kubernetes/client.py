@@ -5,33 +5,36 @@ kubeconfig the stack file names explicitly, then ``KUBECONFIG`` (which may list 
 then ``~/.kube/config``, and in-cluster credentials when none exists. The context is ``--context``,
 then ``k8s.context`` from the stack, then the kubeconfig's current context.
 
-Every read is one label-selected list call per kind and namespace, with the raw JSON kept as-is
-(``_preload_content=False``): the objects stay in the API's own camelCase shape, exactly what the
-desired manifests use. Every failure becomes one ProviderError sentence.
+Every read is one label-selected list call per kind (cluster-wide, or per namespace), with the
+raw JSON kept as-is: the objects stay in the API's own camelCase shape, exactly what the desired
+manifests use. Every failure becomes one ProviderError sentence.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from madinfra.errors import ProviderError, TransientProviderError
+from providers.kubernetes.apiserver import ApiError, ApiServer
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
-REQUEST_TIMEOUT = (10, 60)
 
-_LIST_CALLS = {
-    # kind: (api class, namespaced list method, all-namespaces list method)
-    "Secret": ("CoreV1Api", "list_namespaced_secret", "list_secret_for_all_namespaces"),
-    "ConfigMap": ("CoreV1Api", "list_namespaced_config_map", "list_config_map_for_all_namespaces"),
-    "Service": ("CoreV1Api", "list_namespaced_service", "list_service_for_all_namespaces"),
-    "Job": ("BatchV1Api", "list_namespaced_job", "list_job_for_all_namespaces"),
-    "Deployment": ("AppsV1Api", "list_namespaced_deployment", "list_deployment_for_all_namespaces"),
-    "StatefulSet": ("AppsV1Api", "list_namespaced_stateful_set", "list_stateful_set_for_all_namespaces"),
-    "Pod": ("CoreV1Api", "list_namespaced_pod", "list_pod_for_all_namespaces"),
+_PATHS = {
+    # kind: (API group path, plural, namespaced)
+    "Namespace": ("/api/v1", "namespaces", False),
+    "Secret": ("/api/v1", "secrets", True),
+    "ConfigMap": ("/api/v1", "configmaps", True),
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims", True),
+    "Service": ("/api/v1", "services", True),
+    "Pod": ("/api/v1", "pods", True),
+    "Job": ("/apis/batch/v1", "jobs", True),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets", True),
 }
 
 
@@ -56,96 +59,117 @@ class KubeTarget:
         return f"{where}" + (f", context {self.context}" if self.context else "")
 
 
-def api_client(target: KubeTarget) -> Any:
-    """A configured ``kubernetes.client.ApiClient`` (imports the client only now)."""
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+def api_client(target: KubeTarget) -> ApiServer:
+    """A client for the target's API server (reads the kubeconfig, runs exec plugins)."""
+    from providers.kubernetes.kubeconfig import load
 
-    try:
-        if target.kubeconfig is not None and not Path(target.kubeconfig).exists():
-            if os.environ.get("KUBERNETES_SERVICE_HOST"):
-                configuration = client.Configuration()
-                config.load_incluster_config(client_configuration=configuration)
-                return client.ApiClient(configuration)
-            raise ProviderError(
-                f"kubeconfig {target.kubeconfig} does not exist; pass --kubeconfig, set KUBECONFIG or k8s.kubeconfig to your cluster's kubeconfig"
-            )
-        return config.new_client_from_config(config_file=target.kubeconfig, context=target.context)
-    except ConfigException as exc:
-        raise ProviderError(f"cannot use kubeconfig ({target.describe()}): {exc}; check the file and the context name (kubectl config get-contexts)") from None
+    return ApiServer(load(target.kubeconfig, target.context))
 
 
 def server_url(api: Any) -> str:
-    return str(getattr(api.configuration, "host", "?"))
+    return str(getattr(api, "url", "?"))
 
 
-def _error(exc: Exception, what: str, api: Any) -> ProviderError:
+def _error(exc: ApiError, what: str, api: Any) -> ProviderError:
     """One sentence for any failure of an API call."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError as Urllib3Error
-
-    if isinstance(exc, ApiException):
-        reason = exc.reason or ""
-        try:
-            reason = json.loads(exc.body or "{}").get("message") or reason
-        except (ValueError, AttributeError):
-            pass
-        if exc.status in (401, 403):
-            return ProviderError(f"the Kubernetes API server at {server_url(api)} refused to {what} ({exc.status}: {reason}); check your credentials and RBAC permissions")
-        if exc.status is not None and (exc.status >= 500 or exc.status == 429):
-            return TransientProviderError(f"the Kubernetes API server at {server_url(api)} failed to {what} ({exc.status}: {reason}); try again")
-        return ProviderError(f"the Kubernetes API server at {server_url(api)} could not {what} ({exc.status}: {reason})")
-    if isinstance(exc, (Urllib3Error, OSError)):
+    if exc.status in (401, 403):
+        return ProviderError(f"the Kubernetes API server at {server_url(api)} refused to {what} ({exc.status}: {exc.message}); check your credentials and RBAC permissions")
+    if exc.status is not None and (exc.status >= 500 or exc.status == 429):
+        return TransientProviderError(f"the Kubernetes API server at {server_url(api)} failed to {what} ({exc.status}: {exc.message}); try again")
+    if exc.status is None:
         return ProviderError(
-            f"cannot reach the Kubernetes API server at {server_url(api)} to {what} ({exc.__class__.__name__}); check that the cluster is up and that kubeconfig/--context point at it"
+            f"cannot reach the Kubernetes API server at {server_url(api)} to {what} ({exc.message}); check that the cluster is up and that kubeconfig/--context point at it"
         )
-    return ProviderError(f"failed to {what} on {server_url(api)}: {exc}")
+    return ProviderError(f"the Kubernetes API server at {server_url(api)} could not {what} ({exc.status}: {exc.message})")
 
 
-def _call(api: Any, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
-    from kubernetes import client
+def collection_path(kind: str, namespace: str | None) -> str:
+    group, plural, namespaced = _PATHS[kind]
+    if namespaced and namespace:
+        return f"{group}/namespaces/{namespace}/{plural}"
+    return f"{group}/{plural}"
 
-    cls_name, namespaced, cluster_wide = _LIST_CALLS[kind]
-    endpoint = getattr(client, cls_name)(api)
+
+def _list(api: ApiServer, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
     where = f"namespace {namespace}" if namespace else "all namespaces"
     try:
-        if namespace:
-            response = getattr(endpoint, namespaced)(namespace, label_selector=label_selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        else:
-            response = getattr(endpoint, cluster_wide)(label_selector=label_selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        body = json.loads(response.data or b"{}")
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence
+        body = api.request("GET", collection_path(kind, namespace), {"labelSelector": label_selector})
+    except ApiError as exc:
         raise _error(exc, f"list {kind} objects in {where}", api) from None
-    return list(body.get("items") or [])
-
-
-def list_objects(api: Any, kind: str, namespaces: list[str] | None, label_selector: str) -> list[dict[str, Any]]:
-    """One list call per namespace (or one cluster-wide call when ``namespaces`` is None)."""
-    items: list[dict[str, Any]] = []
-    for namespace in namespaces or [None]:
-        for item in _call(api, kind, namespace, label_selector):
-            item.setdefault("kind", kind)
-            items.append(item)
+    items = list(body.get("items") or [])
+    for item in items:
+        item.setdefault("kind", kind)
+        item.setdefault("apiVersion", body.get("apiVersion", "v1"))
     return items
 
 
-def read_namespace(api: Any, name: str, forbidden_ok: bool = False) -> dict[str, Any] | None:
+def list_objects(api: ApiServer, kind: str, namespaces: list[str] | None, label_selector: str) -> list[dict[str, Any]]:
+    """One list call per namespace (or one cluster-wide call when ``namespaces`` is None)."""
+    items: list[dict[str, Any]] = []
+    for namespace in namespaces or [None]:
+        items.extend(_list(api, kind, namespace, label_selector))
+    return items
+
+
+def list_everywhere(api: ApiServer, kind: str, label_selector: str, fallback_namespaces: list[str]) -> list[dict[str, Any]]:
+    """One cluster-wide list, so objects a stack left in another namespace are found too; a user
+    whose RBAC stops at namespaces gets one list per namespace in ``fallback_namespaces``."""
+    try:
+        return list_objects(api, kind, None, label_selector)
+    except ProviderError as exc:
+        if "refused to" not in str(exc):
+            raise
+    return list_objects(api, kind, sorted(set(fallback_namespaces)), label_selector)
+
+
+def list_namespaces(api: ApiServer, label_selector: str) -> list[dict[str, Any]]:
+    """Namespaces carrying the stack's labels (needs cluster-wide read of Namespaces)."""
+    return _list(api, "Namespace", None, label_selector)
+
+
+def object_path(kind: str, namespace: str | None, name: str) -> str:
+    return f"{collection_path(kind, namespace)}/{name}"
+
+
+def read_object(api: ApiServer, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    """One object, or None when it does not exist."""
+    try:
+        return api.request("GET", object_path(kind, namespace, name))
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise _error(exc, f"read {kind} {name}", api) from None
+
+
+def read_namespace(api: ApiServer, name: str, forbidden_ok: bool = False) -> dict[str, Any] | None:
     """The Namespace object, or None when it does not exist; other failures raise.
 
     ``forbidden_ok``: a user whose RBAC stops at their namespace cannot read Namespace objects;
     that proves nothing about existence, so an empty mapping ("exists, unknown") is returned.
     """
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     try:
-        response = client.CoreV1Api(api).read_namespace(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        return json.loads(response.data or b"{}")
-    except ApiException as exc:
+        return api.request("GET", object_path("Namespace", None, name))
+    except ApiError as exc:
         if exc.status == 404:
             return None
         if forbidden_ok and exc.status == 403:
             return {}
         raise _error(exc, f"read namespace {name}", api) from None
-    except Exception as exc:  # noqa: BLE001
-        raise _error(exc, f"read namespace {name}", api) from None
+
+
+def delete_object(api: ApiServer, kind: str, namespace: str | None, name: str, timeout: float, poll: float = 0.5) -> None:
+    """Delete with foreground propagation and wait until the object is gone (404), so an object
+    of the same name created next cannot race it and its pods are gone with it."""
+    where = f"{kind} {namespace + '/' if namespace and _PATHS[kind][2] else ''}{name}"
+    path = object_path(kind, namespace, name)
+    try:
+        api.request("DELETE", path, body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"})
+    except ApiError as exc:
+        if exc.status == 404:
+            return
+        raise _error(exc, f"delete {where}", api) from None
+    deadline = time.monotonic() + timeout
+    while read_object(api, kind, namespace, name) is not None:
+        if time.monotonic() >= deadline:
+            raise ProviderError(f"{where} was still being deleted after {int(timeout)} s; check its finalizers and pods (kubectl describe)")
+        time.sleep(poll)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from madinfra.launchers.model import RoleLaunch
-from madinfra.naming import pod_dns
+from madinfra.naming import DEFAULT_CLUSTER_DOMAIN, pod_dns
 from providers.kubernetes.pod import POD_INDEX_EXPR
 
 RANK_VARS = ("NODE_RANK", "RANK", "POD_INDEX")
@@ -28,7 +28,7 @@ WORLD_VARS = ("NNODES", "WORLD_SIZE")
 LOCALHOST = "localhost"
 
 
-def independent_replica(role: RoleLaunch, stack: str, namespace: str, user_env: frozenset[str] = frozenset()) -> RoleLaunch:
+def independent_replica(role: RoleLaunch, stack: str, namespace: str, user_env: frozenset[str] = frozenset(), cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> RoleLaunch:
     """The role as each pod of a Deployment must see it: a one-node world of its own."""
     index = "0"
     env = dict(role.env)
@@ -45,14 +45,14 @@ def independent_replica(role: RoleLaunch, stack: str, namespace: str, user_env: 
         for name in WORLD_VARS:
             if env.get(name) == str(role.nodes) and name not in user_env:
                 env[name] = "1"
-    master = pod_dns(stack, role.role, 0, namespace)
+    master = pod_dns(stack, role.role, 0, namespace, cluster_domain)
     if env.get("MASTER_ADDR") == master and "MASTER_ADDR" not in user_env:
         env["MASTER_ADDR"] = LOCALHOST
     return dataclasses.replace(role, env=env, runtime_env=tuple(runtime), command=role.command.replace(POD_INDEX_EXPR, index))
 
 
-def stateful_member(role: RoleLaunch, stack: str, namespace: str, user_env: frozenset[str] = frozenset()) -> RoleLaunch:
+def stateful_member(role: RoleLaunch, stack: str, namespace: str, user_env: frozenset[str] = frozenset(), cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> RoleLaunch:
     """The role as a StatefulSet pod sees it: pod 0 is named by its DNS, whatever the pool size."""
     if role.env.get("MASTER_ADDR") != LOCALHOST or "MASTER_ADDR" in user_env:
         return role
-    return dataclasses.replace(role, env={**role.env, "MASTER_ADDR": pod_dns(stack, role.role, 0, namespace)})
+    return dataclasses.replace(role, env={**role.env, "MASTER_ADDR": pod_dns(stack, role.role, 0, namespace, cluster_domain)})

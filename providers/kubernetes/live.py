@@ -18,7 +18,15 @@ from madinfra.naming import MANAGED_BY_LABEL, MANAGED_BY_VALUE, STACK_LABEL, lab
 from madinfra.resources import Resource
 from providers.kubernetes.objects import API_VERSIONS, to_resource
 
-FOREIGN_ANNOTATION_PREFIXES = ("pulumi.com/", "kubectl.kubernetes.io/", "deployment.kubernetes.io/", "batch.kubernetes.io/")
+FOREIGN_ANNOTATION_PREFIXES = (
+    "pulumi.com/",
+    "kubectl.kubernetes.io/",
+    "deployment.kubernetes.io/",
+    "batch.kubernetes.io/",
+    "pv.kubernetes.io/",
+    "volume.kubernetes.io/",
+    "volume.beta.kubernetes.io/",
+)
 JOB_TEMPLATE_LABELS = ("controller-uid", "job-name", "batch.kubernetes.io/controller-uid", "batch.kubernetes.io/job-name")
 NAMESPACE_LABELS = ("kubernetes.io/metadata.name",)
 _METADATA_KEEP = ("name", "namespace", "labels", "annotations")
@@ -116,6 +124,10 @@ def summarize_status(obj: dict[str, Any], kind: str) -> dict[str, Any]:
         failed = conditions.get("Failed") or conditions.get("FailureTarget")
         if failed:
             summary["reason"] = f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}".rstrip(": ")
+        if phase == "Complete":
+            summary["finished"] = f"Complete at {status.get('completionTime') or (conditions.get('Complete') or {}).get('lastTransitionTime', '?')}"
+        elif phase == "Failed" and failed:
+            summary["finished"] = f"Failed at {failed.get('lastTransitionTime', '?')} ({summary['reason']})"
         return summary
     if kind in ("Deployment", "StatefulSet"):
         wanted = spec.get("replicas", 1)
@@ -145,3 +157,23 @@ def to_live_resource(obj: dict[str, Any], kind: str) -> Resource:
     uid = (obj.get("metadata") or {}).get("uid")
     return to_resource(manifest, provider_id=uid, status=summarize_status(obj, kind))
 
+
+
+def disambiguate(found: list[Resource], namespace: str | None) -> list[Resource]:
+    """Objects of one kind and name in several namespaces (a namespace change the stack has not
+    finished): the one in the stack's namespace keeps the plain id, the others are named
+    ``<namespace>/<name>``, so each is planned (and deleted) on its own."""
+    by_id: dict[str, list[Resource]] = {}
+    for resource in found:
+        by_id.setdefault(resource.id, []).append(resource)
+    out: list[Resource] = []
+    for group in by_id.values():
+        if len(group) == 1:
+            out.extend(group)
+            continue
+        group.sort(key=lambda r: (r.spec.get("metadata") or {}).get("namespace") != namespace)
+        out.append(group[0])
+        for extra in group[1:]:
+            extra.name = f"{(extra.spec.get('metadata') or {}).get('namespace')}/{extra.name}"
+            out.append(extra)
+    return out

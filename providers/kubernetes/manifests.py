@@ -32,9 +32,12 @@ from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.naming import ROLE_LABEL, STACK_LABEL, configmap_name, dns_label, k8s_labels, label_value, service_name, workload_name
 from madinfra.resources import Resource
 from providers.kubernetes import pod as pods
+from providers.kubernetes.canonical import canonical_manifest
+from providers.kubernetes.credentials import CREDENTIAL_KEY, credential_secret, local_credential
 from providers.kubernetes.identity import independent_replica, stateful_member
 from providers.kubernetes.objects import API_VERSIONS, ROLLS_AFTER_ANNOTATION, resource_id, to_resource
 from providers.kubernetes.scripts import ScriptBundle, collect
+from providers.kubernetes.storage import data_volume, results_volume
 from providers.kubernetes.topology import configmap_body, topology_configmap_name
 
 SCRIPTS_DIGEST_ANNOTATION = "madinfra.io/scripts-digest"
@@ -76,11 +79,17 @@ def controller_for(launch: LaunchPlan, role: RoleLaunch) -> str:
     return "StatefulSet"
 
 
-def secret_digests(spec: StackSpec) -> dict[str, str]:
-    """Digests only: the clear values are read again at apply time and never kept."""
+def secret_digests(spec: StackSpec, stack_dir: Path = Path(".")) -> dict[str, str]:
+    """Digests only: the clear values are read again at apply time and never kept. The stack's
+    Secret holds every ``secret_env`` value and, with ``k8s.secrets.strategy:
+    from_local_credentials``, the ``credential.json`` beside the stack file."""
     from madinfra.secrets import resolve_secret, secret_digest
 
-    return {name: secret_digest(name, resolve_secret(source, name)) for name, source in spec.secret_env.items()}
+    digests = {name: secret_digest(name, resolve_secret(source, name)) for name, source in spec.secret_env.items()}
+    credential = local_credential(spec, stack_dir)
+    if credential is not None:
+        digests[CREDENTIAL_KEY] = secret_digest(CREDENTIAL_KEY, credential)
+    return digests
 
 
 class _Builder:
@@ -94,7 +103,8 @@ class _Builder:
         self.namespace = spec.k8s.namespace
         self.model = spec.model_name
         self.bundle: ScriptBundle = collect(spec.model.scripts_dir, stack_dir)
-        self.digests = secret_digests(spec) if spec.secret_env else {}
+        self.digests = secret_digests(spec, stack_dir)
+        self.credential_secret = credential_secret(spec, secret_name(self.stack), CREDENTIAL_KEY in self.digests)
         self.manifests: list[dict[str, Any]] = []
 
     def labels(self, role: str | None = None) -> dict[str, str]:
@@ -123,6 +133,9 @@ class _Builder:
             self.add("ConfigMap", configmap_name(self.stack), body)
         if self.topology:
             self.add("ConfigMap", self.topology, configmap_body(self.launch.topology_env))
+        for volume in (results_volume(self.spec), data_volume(self.spec)):
+            if volume is not None:
+                self.add("PersistentVolumeClaim", volume.name, volume.body())
         for role in self.launch.roles:
             self.role(role)
         return self.manifests
@@ -148,6 +161,7 @@ class _Builder:
                 configmap=configmap_name(self.stack) if self.bundle else None,
                 script_paths=dict(self.bundle.paths),
                 secret=secret_name(self.stack) if self.digests else None,
+                credential_secret=self.credential_secret,
                 topology=self.topology,
                 annotations=self.annotations(),
                 probe=probe,
@@ -176,9 +190,9 @@ class _Builder:
         if controller == "Job":
             obj = self.job(role, name)
         elif controller == "Deployment":
-            obj = self.deployment(independent_replica(role, self.stack, self.namespace, self.user_env(role)), name)
+            obj = self.deployment(independent_replica(role, self.stack, self.namespace, self.user_env(role), self.k8s.cluster_domain), name)
         else:
-            obj = self.statefulset(stateful_member(role, self.stack, self.namespace, self.user_env(role)), name)
+            obj = self.statefulset(stateful_member(role, self.stack, self.namespace, self.user_env(role), self.k8s.cluster_domain), name)
         after = self.rolls_after(role)
         if after:
             obj["metadata"]["annotations"] = {ROLLS_AFTER_ANNOTATION: ",".join(after)}
@@ -265,7 +279,7 @@ def desired_manifests(spec: StackSpec, launch: LaunchPlan, stack_dir: Path = Pat
 
 def desired_resources(spec: StackSpec, launch: LaunchPlan, stack_dir: Path = Path(".")) -> list[Resource]:
     """The stack's resources with dependencies limited to objects of this stack."""
-    manifests = desired_manifests(spec, launch, stack_dir)
+    manifests = [canonical_manifest(m) for m in desired_manifests(spec, launch, stack_dir)]
     ids = [resource_id(m["kind"], m["metadata"]["name"]) for m in manifests]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:

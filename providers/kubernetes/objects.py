@@ -17,6 +17,7 @@ API_VERSIONS = {
     "Namespace": "v1",
     "Secret": "v1",
     "ConfigMap": "v1",
+    "PersistentVolumeClaim": "v1",
     "Service": "v1",
     "Job": "batch/v1",
     "Deployment": "apps/v1",
@@ -77,6 +78,8 @@ def dependencies(manifest: dict[str, Any]) -> list[str]:
             deps.append(resource_id("ConfigMap", volume["configMap"]["name"]))
         if (volume.get("secret") or {}).get("secretName"):
             deps.append(resource_id("Secret", volume["secret"]["secretName"]))
+        if (volume.get("persistentVolumeClaim") or {}).get("claimName"):
+            deps.append(resource_id("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]))
     for container in (pod.get("initContainers") or []) + (pod.get("containers") or []):
         for source in container.get("envFrom") or []:
             if (source.get("configMapRef") or {}).get("name"):

@@ -44,6 +44,8 @@ class PodInputs:
     configmap: str | None = None
     script_paths: dict[str, str] = field(default_factory=dict)
     secret: str | None = None
+    credential_secret: str | None = None
+    """The Secret whose ``credential.json`` is mounted at /workspace/credential.json (k8s.secrets)."""
     topology: str | None = None
     """The stack's topology ConfigMap, read with ``envFrom`` (never part of ``annotations``)."""
     annotations: dict[str, str] = field(default_factory=dict)
@@ -155,6 +157,24 @@ def readiness_probe(inputs: PodInputs) -> dict[str, Any] | None:
     return {"httpGet": {"path": http_path, "port": port}, **timing}
 
 
+def results_claim(spec: StackSpec) -> str | None:
+    """The PVC mounted at /results: ``k8s.results_pvc`` (an existing claim), else the claim
+    madinfra creates when a results storage class is set (see storage.py), else none."""
+    from providers.kubernetes.storage import results_volume
+
+    assert spec.k8s is not None
+    made = results_volume(spec)
+    return spec.k8s.results_pvc or (made.name if made is not None else None)
+
+
+def data_claim(spec: StackSpec) -> str | None:
+    from providers.kubernetes.storage import data_volume
+
+    assert spec.k8s is not None
+    made = data_volume(spec)
+    return spec.k8s.data_pvc or (made.name if made is not None else None)
+
+
 def volumes_and_mounts(inputs: PodInputs) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     k8s = inputs.spec.k8s
     assert k8s is not None
@@ -169,10 +189,16 @@ def volumes_and_mounts(inputs: PodInputs) -> tuple[list[dict[str, Any]], list[di
     if inputs.configmap:
         items = [{"key": key, "path": path} for key, path in inputs.script_paths.items()]
         volumes.append({"name": "scripts", "configMap": {"name": inputs.configmap, "items": items}})
-    for name, claim, path in (("data", k8s.data_pvc, "/data"), ("results", k8s.results_pvc, "/results")):
+    for name, claim, path in (("data", data_claim(inputs.spec), "/data"), ("results", results_claim(inputs.spec), "/results")):
         if claim:
             volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim}})
             mounts.append({"name": name, "mountPath": path})
+    if inputs.credential_secret:
+        from providers.kubernetes.credentials import credential_volume
+
+        volume, mount = credential_volume(inputs.credential_secret)
+        volumes.append(volume)
+        mounts.append(mount)
     return volumes, mounts
 
 

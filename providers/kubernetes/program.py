@@ -29,6 +29,7 @@ _CLASSES = {
     "Namespace": ("core", "v1"),
     "Secret": ("core", "v1"),
     "ConfigMap": ("core", "v1"),
+    "PersistentVolumeClaim": ("core", "v1"),
     "Service": ("core", "v1"),
     "Job": ("batch", "v1"),
     "Deployment": ("apps", "v1"),
@@ -105,7 +106,9 @@ def register_resources(resources: list[Resource], kube: KubeSettings, secret_val
     import pulumi
     import pulumi_kubernetes as k8s
 
-    provider_args: dict[str, Any] = {"enable_server_side_apply": True}
+    # ConfigMaps and Secrets change in place, as the plan says (pulumi-kubernetes would otherwise
+    # replace them on every data change, and the topology ConfigMap changes on every resize).
+    provider_args: dict[str, Any] = {"enable_server_side_apply": True, "enable_config_map_mutable": True, "enable_secret_mutable": True}
     if kube.kubeconfig:
         provider_args["kubeconfig"] = kube.kubeconfig
     if kube.context:

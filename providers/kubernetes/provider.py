@@ -17,17 +17,31 @@ from __future__ import annotations
 from typing import Any
 
 from madinfra.config.schema import StackSpec
-from madinfra.errors import MadinfraError
+from madinfra.errors import MadinfraError, ProviderError
 from madinfra.launchers.model import LaunchPlan
 from madinfra.naming import MANAGED_BY_LABEL, MANAGED_BY_VALUE, STACK_LABEL, label_value
 from madinfra.resources import Change, ProgressCallback, ProviderOptions, RecordCallback, Resource, UpdateRules
 from providers.kubernetes import client as kube
 from providers.kubernetes import rollout
-from providers.kubernetes.live import belongs_to, to_live_resource
+from providers.kubernetes.live import belongs_to, disambiguate, to_live_resource
 from providers.kubernetes.manifests import desired_resources, endpoint_service_name
 from providers.kubernetes.objects import resource_id
 from providers.kubernetes.render import render_files
 from providers.kubernetes.rules import KINDS, WORKLOAD_KINDS, kind_of, update_rules
+
+
+def _inconsistent(changes: list[Change], plan_routes: dict[str, Any], actions: dict[str, str], verb: str = "did") -> list[str]:
+    """One phrase per change Pulumi did (or would do) differently from the plan."""
+    wrong = []
+    for change in changes:
+        expected = plan_routes[change.resource_id].pulumi_action
+        if expected is None:
+            continue
+        actual = actions.get(change.resource_id, "same")
+        if actual != expected:
+            step = f"{change.action} (a Pulumi {expected})" if expected != change.action else change.action
+            wrong.append(f"{change.resource_id}: the plan says {step}, Pulumi {verb} '{actual}'")
+    return wrong
 
 
 class KubernetesProvider:
@@ -40,6 +54,7 @@ class KubernetesProvider:
         self._api = api
         self._spec: StackSpec | None = None
         self._desired: list[Resource] = []
+        self._live: list[Resource] | None = None
 
     # -- pure -------------------------------------------------------------------------------
     def bind(self, spec: StackSpec) -> None:
@@ -64,18 +79,40 @@ class KubernetesProvider:
     def update_rules(self, kind: str) -> UpdateRules:
         return update_rules(kind)
 
+    def finished_and_gone(self, desired: Resource, applied: Any) -> str | None:
+        """A training Job that madinfra saw finish, or whose ``ttlSecondsAfterFinished`` has
+        Kubernetes remove it once it finished, is not run again when it is gone (SLURM keeps
+        end markers for the same reason): rerunning days of training silently is the worse error.
+        A Job deleted by hand before madinfra saw it finish and without a TTL is created again."""
+        if kind_of(desired.kind) != "Job":
+            return None
+        ttl = (desired.spec.get("spec") or {}).get("ttlSecondsAfterFinished")
+        ended = getattr(applied, "finished", None)
+        if ttl is None and not ended:
+            return None
+        how = f" ({ended})" if ended else ""
+        why = f"Kubernetes removes it {ttl} s after it finishes (ttlSecondsAfterFinished)" if ttl is not None else "it was deleted after it finished"
+        return f"{desired.id} finished{how} and is gone: {why}; it is not run again (`madinfra apply --replace {desired.role or desired.name}` runs it again)"
+
     def restarts_on_update(self, change: Change) -> bool:
         """An in-place update of a Deployment/StatefulSet pod template rolls its pods."""
         return rollout.restarts_pods(change)
 
     def plan_warnings(self, changes: list[Change]) -> list[str]:
-        """Changes that would leave a serving role with no ready replica (see rollout.py)."""
-        return rollout.warnings(changes)
+        """Changes that would leave a serving role with no ready replica (see rollout.py), and
+        where Pulumi's state and the cluster disagree (see routing.py)."""
+        from providers.kubernetes.pulumi_state import known_objects
+        from providers.kubernetes.routing import disagreements
+
+        notes = rollout.warnings(changes)
+        if self._spec is not None and self._live is not None:
+            notes += disagreements(changes, known_objects(self.options.work_dir, self._spec.name), self._live)
+        return notes
 
     def outputs(self, spec: StackSpec, live: list[Resource]) -> dict[str, str]:
         """``endpoint``: the OpenAI-compatible URL of an inference stack, inside the cluster.
 
-        It is ``http://<stack>-api.<namespace>.svc.cluster.local:<port><api_path>``, with the
+        It is ``http://<stack>-api.<namespace>.svc.<cluster domain>:<port><api_path>``, with the
         port the live Service really has; ``(not deployed)`` while that Service does not exist.
         """
         from madinfra.launchers.registry import lookup
@@ -92,7 +129,7 @@ class KubernetesProvider:
         api_path = spec.service.api_path if spec.service is not None else "/v1"
         if api_path and not api_path.startswith("/"):
             api_path = "/" + api_path
-        return {"endpoint": f"http://{name}.{namespace}.svc.cluster.local:{port}{api_path}"}
+        return {"endpoint": f"http://{name}.{namespace}.svc.{spec.k8s.cluster_domain}:{port}{api_path}"}
 
     def render_files(self, resources: list[Resource]) -> dict[str, str]:
         return render_files(resources)
@@ -116,25 +153,45 @@ class KubernetesProvider:
         return [self._spec.k8s.namespace] if self._spec is not None and self._spec.k8s is not None else None
 
     def read(self, stack: str) -> list[Resource]:
-        """One label-selected list per kind (per namespace); objects of other stacks are dropped."""
+        """One label-selected list per kind, cluster-wide, so objects the stack left in another
+        namespace (after a namespace change) are found and deleted too; a user whose RBAC stops
+        at namespaces gets the stack's namespace and those Pulumi's state knows instead."""
         api = self.api()
-        namespaces = self._namespaces()
         k8s = self._spec.k8s if self._spec is not None else None
-        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{STACK_LABEL}={label_value(stack)}"
+        selector = self._selector(stack)
+        fallback = self._fallback_namespaces(stack)
         found: list[Resource] = []
-        if k8s is not None and k8s.create_namespace:
-            namespace = kube.read_namespace(api, k8s.namespace)
-            if namespace and belongs_to(namespace, stack):
-                found.append(to_live_resource(namespace, "Namespace"))
         for kind in KINDS:
             if kind == "Namespace":
+                found.extend(self._read_namespaces(api, stack))
                 continue
-            for obj in kube.list_objects(api, kind, namespaces, selector):
+            for obj in kube.list_everywhere(api, kind, selector, fallback):
                 if belongs_to(obj, stack):
                     found.append(to_live_resource(obj, kind))
         if not found and k8s is not None and not k8s.create_namespace:
             self._require_namespace(api, k8s.namespace)
-        return found
+        self._live = disambiguate(found, k8s.namespace if k8s is not None else None)
+        return self._live
+
+    def _selector(self, stack: str) -> str:
+        return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{STACK_LABEL}={label_value(stack)}"
+
+    def _fallback_namespaces(self, stack: str) -> list[str]:
+        from providers.kubernetes.pulumi_state import known_objects, namespaces
+
+        names = set(namespaces(known_objects(self.options.work_dir, stack)))
+        if self._spec is not None and self._spec.k8s is not None:
+            names.add(self._spec.k8s.namespace)
+        return sorted(names) or ["default"]
+
+    def _read_namespaces(self, api: Any, stack: str) -> list[Resource]:
+        """Namespaces labelled with the stack: the one it creates, and old ones it created."""
+        wanted = {self._spec.k8s.namespace} if self._spec is not None and self._spec.k8s is not None and self._spec.k8s.create_namespace else set()
+        try:
+            objects = kube.list_namespaces(api, self._selector(stack))
+        except MadinfraError:
+            objects = [ns for ns in (kube.read_namespace(api, name) for name in wanted) if ns]
+        return [to_live_resource(obj, "Namespace") for obj in objects if belongs_to(obj, stack)]
 
     def _require_namespace(self, api: Any, namespace: str) -> None:
         from madinfra.errors import ProviderError
@@ -144,7 +201,7 @@ class KubernetesProvider:
                 f"namespace '{namespace}' does not exist on {kube.server_url(api)}; create it (kubectl create namespace {namespace}) or set k8s.create_namespace: true"
             )
 
-    def wait_ready(self, resource_ids: list[str], progress: ProgressCallback, timeout: float, interval: float = 2.0) -> list[str]:
+    def wait_ready(self, resource_ids: list[str], progress: ProgressCallback, timeout: float, interval: float = 2.0, timeout_field: str = "k8s.ready_timeout") -> list[str]:
         """Poll the workloads among ``resource_ids`` until they are ready (see readiness.py)."""
         from providers.kubernetes import readiness
 
@@ -156,7 +213,7 @@ class KubernetesProvider:
         namespaces = self._namespaces()
         selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{STACK_LABEL}={label_value(stack)}"
 
-        def fetch() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        def fetch() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
             workloads = []
             for kind in ("Job", "Deployment", "StatefulSet"):
                 if not any(rid.split("/")[1] == kind for rid in wanted):
@@ -165,9 +222,12 @@ class KubernetesProvider:
                     if belongs_to(obj, stack) and f"k8s/{kind}/{obj['metadata']['name']}" in wanted:
                         workloads.append(obj)
             pods = [p for p in kube.list_objects(api, "Pod", namespaces, selector) if belongs_to(p, stack)]
-            return workloads, pods
+            replicasets: list[dict[str, Any]] = []
+            if any(obj.get("kind") == "Deployment" for obj in workloads):
+                replicasets = kube.list_objects(api, "ReplicaSet", namespaces, selector)
+            return workloads, pods, replicasets
 
-        return readiness.wait(fetch, progress, timeout, interval=interval)
+        return readiness.wait(fetch, progress, timeout, interval=interval, timeout_field=timeout_field)
 
     # -- apply ----------------------------------------------------------------------------------
     def _program_resources(self, changes: list[Change]) -> list[Resource]:
@@ -182,8 +242,13 @@ class KubernetesProvider:
     def _secret_values(self, resources: list[Resource]) -> dict[str, str]:
         from madinfra.secrets import resolve_secrets, secret_digest
 
+        from providers.kubernetes.credentials import CREDENTIAL_KEY, local_credential
+
         assert self._spec is not None
         values = resolve_secrets(dict(self._spec.secret_env))
+        credential = local_credential(self._spec, self.options.stack_dir)
+        if credential is not None:
+            values[CREDENTIAL_KEY] = credential
         for resource in resources:
             if kind_of(resource.kind) != "Secret":
                 continue
@@ -201,12 +266,19 @@ class KubernetesProvider:
         return self._spec
 
     def apply(self, changes: list[Change], progress: ProgressCallback, record: RecordCallback) -> None:
-        """Pulumi ``up`` of the desired set, one targeted step at a time, waiting for each
-        step's workloads to be ready before the next (see rollout.steps)."""
+        """Carry out the plan one step at a time (rollout.steps), each a targeted Pulumi ``up``
+        (plus Kubernetes API deletes of objects Pulumi does not know, see routing.py), waiting
+        for each step's workloads to be ready before the next.
+
+        Before anything changes, a preview checks that Pulumi would take exactly the planned
+        action on every resource; after every ``up`` the steps it really took are checked again.
+        A difference stops the apply with both actions named (Terraform's "inconsistent plan").
+        """
         if not changes:
             return
-        from providers.kubernetes import automation
+        from providers.kubernetes import automation, routing
         from providers.kubernetes.program import KubeSettings, build_program
+        from providers.kubernetes.pulumi_state import known_objects
 
         automation.require_pulumi("apply")
         spec = self._bound("apply changes")
@@ -215,26 +287,61 @@ class KubernetesProvider:
         target = self.kube_target()
         program = build_program(resources, KubeSettings(kubeconfig=target.kubeconfig, context=target.context), secret_values)
         stack = automation.select_stack(spec.name, self.options.work_dir, program)
+        if known_objects(self.options.work_dir, spec.name):
+            automation.refresh(stack)
+        plan_routes = routing.routes(changes, known_objects(self.options.work_dir, spec.name))
         waited = {c.resource_id for c in changes if c.action != "delete" and c.resource_id.split("/")[1] in WORKLOAD_KINDS}
         router = automation.EventRouter(changes, progress, record, to_live_resource, hold=waited)
+        self._check_preview(stack, changes, plan_routes)
         for step in rollout.steps(changes):
-            self._apply_step(stack, step, router, progress)
+            self._apply_step(stack, step, router, progress, plan_routes)
 
-    def _apply_step(self, stack: Any, step: list[Change], router: Any, progress: ProgressCallback) -> None:
-        """One targeted ``up``, then readiness of the step's workloads; raises on failure after
-        recording it (the engine reports later steps as not done)."""
-        from providers.kubernetes import automation
+    def _pulumi_targets(self, step: list[Change], plan_routes: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """URNs to target (the provider first) and URNs Pulumi must replace, for one step."""
         from providers.kubernetes.program import provider_urn, resource_urn
+
+        spec = self._bound("apply changes")
+        rids = [c.resource_id for c in step if plan_routes[c.resource_id].uses_pulumi]
+        replace = [resource_urn(spec.name, c.resource_id) for c in step if plan_routes[c.resource_id].pulumi_action == "replace"]
+        targets = [provider_urn(spec.name)] + [resource_urn(spec.name, rid) for rid in rids] if rids else []
+        return targets, replace
+
+    def _check_preview(self, stack: Any, changes: list[Change], plan_routes: dict[str, Any]) -> None:
+        """Stop before changing anything when Pulumi would not do what the plan says."""
+        from providers.kubernetes import automation
+
+        targets, replace = self._pulumi_targets(changes, plan_routes)
+        if not targets:
+            return
+        predicted = automation.preview(stack, targets, replace)
+        wrong = _inconsistent(changes, plan_routes, predicted, "plans")
+        if wrong:
+            raise ProviderError(f"Nothing was changed: Pulumi would not carry out the plan as shown ({'; '.join(wrong)}); run `madinfra plan` again, and report this if it persists")
+
+    def _apply_step(self, stack: Any, step: list[Change], router: Any, progress: ProgressCallback, plan_routes: dict[str, Any]) -> None:
+        """API deletes, then one targeted ``up``, then readiness of the step's workloads; raises
+        on failure after recording it (the engine reports later steps as not done)."""
+        from providers.kubernetes import automation
 
         spec = self._bound("apply changes")
         assert spec.k8s is not None
         rids = [c.resource_id for c in step]
-        targets = [provider_urn(spec.name)] + [resource_urn(spec.name, rid) for rid in rids]
-        try:
-            automation.up(stack, targets, router)
-        except MadinfraError as exc:
-            router.fail(rids, exc)
-            raise
+        for change in step:
+            if plan_routes[change.resource_id].api_delete:
+                self._api_delete(change, router, progress, spec.k8s.ready_timeout)
+        targets, replace = self._pulumi_targets(step, plan_routes)
+        if targets:
+            try:
+                automation.up(stack, targets, router, replace)
+            except MadinfraError as exc:
+                router.fail(rids, exc)
+                raise
+            done = {rid: automation.pulumi_action(router.steps.get(rid, [])) for rid in rids}
+            wrong = _inconsistent(step, plan_routes, done)
+            if wrong:
+                error = ProviderError(f"Pulumi did not carry out the plan as shown ({'; '.join(wrong)}); the cluster now differs from the plan, run `madinfra plan` to see how")
+                router.fail(rids, error)
+                raise error
         leftovers = [c for c in step if c.resource_id not in router.recorded]
         if leftovers:
             live = {r.id: r for r in self.read(spec.name)}
@@ -242,21 +349,59 @@ class KubernetesProvider:
                 router.report(change.resource_id, None if change.action == "delete" else live.get(change.resource_id), None)
         waited = [rid for rid in rids if rid in router.hold]
         try:
-            self.wait_ready(waited, progress, spec.k8s.ready_timeout)
+            timeout_field = "service.health_check.timeout" if spec.is_service else "k8s.ready_timeout"
+            self.wait_ready(waited, progress, self._ready_timeout(spec), timeout_field=timeout_field)
         except MadinfraError as exc:
             router.fail(waited, exc)
             raise
         for rid in waited:
             router.release(rid)
 
+    @staticmethod
+    def _ready_timeout(spec: StackSpec) -> int:
+        """How long apply waits for a step's workloads: a serving stack's servers get
+        ``service.health_check.timeout`` to pass their health check (model loading takes a
+        while), training Jobs ``k8s.ready_timeout`` to start."""
+        from madinfra.config.schema import HealthCheck
+
+        assert spec.k8s is not None
+        if spec.is_service:
+            return (spec.service.health_check if spec.service is not None else HealthCheck()).timeout
+        return spec.k8s.ready_timeout
+
+    def _api_delete(self, change: Change, router: Any, progress: ProgressCallback, timeout: float) -> None:
+        """Delete a live object Pulumi does not know, through the Kubernetes API."""
+        assert change.current is not None
+        metadata = change.current.spec.get("metadata") or {}
+        kind = kind_of(change.current.kind)
+        progress(change.resource_id, "deleting through the Kubernetes API (not in Pulumi's state)")
+        try:
+            kube.delete_object(self.api(), kind, metadata.get("namespace"), metadata["name"], timeout)
+        except MadinfraError as exc:
+            router.fail([change.resource_id], exc)
+            raise
+        if change.action == "delete":
+            progress(change.resource_id, "deleted")
+            router.report(change.resource_id, None, None)
+
     def destroy(self, stack: str, progress: ProgressCallback) -> None:
-        """Remove everything Pulumi manages for ``stack`` (the engine normally applies deletes)."""
+        """Remove every object labelled with ``stack``: Pulumi deletes what it knows, the
+        Kubernetes API the rest (the engine normally plans these deletes and calls ``apply``)."""
+        from madinfra.planner.order import order_changes
         from providers.kubernetes import automation
 
         automation.require_pulumi("destroy")
-        handle = automation.select_stack(stack, self.options.work_dir, lambda: None)
-        router = automation.EventRouter([], progress, lambda *_: None, to_live_resource)
-        automation.destroy(handle, router)
+        live = self.read(stack)
+        changes = order_changes([Change("delete", r.id, None, r) for r in live])
+        failures: list[str] = []
+
+        def record(change: Change, _live: Resource | None, error: Exception | None) -> None:
+            if error is not None:
+                failures.append(f"{change.resource_id}: {error}")
+
+        self.apply(changes, progress, record)
+        if failures:
+            raise ProviderError(f"destroy of stack '{stack}' incomplete: {'; '.join(failures)}")
 
     def close(self) -> None:
         if self._api is not None and hasattr(self._api, "close"):

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from madinfra.errors import ProviderError
-from madinfra.naming import ROLE_LABEL
 from providers.kubernetes.live import summarize_status
 from providers.kubernetes.objects import resource_id
 
@@ -56,24 +55,32 @@ def pod_problem(pod: dict[str, Any]) -> tuple[str, bool] | None:
     return None
 
 
-def _pods_of(obj: dict[str, Any], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    metadata = obj.get("metadata") or {}
-    role = (metadata.get("labels") or {}).get(ROLE_LABEL)
-    return [
-        p
-        for p in pods
-        if (p.get("metadata") or {}).get("namespace", metadata.get("namespace")) == metadata.get("namespace")
-        and ((p.get("metadata") or {}).get("labels") or {}).get(ROLE_LABEL) == role
-    ]
+def _owners(obj: dict[str, Any]) -> set[str]:
+    return {ref.get("uid", "") for ref in (obj.get("metadata") or {}).get("ownerReferences") or []}
 
 
-def assess(workloads: list[dict[str, Any]], pods: list[dict[str, Any]]) -> Verdict:
+def pods_of(obj: dict[str, Any], pods: list[dict[str, Any]], replicasets: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The pods this workload object owns, by owner UID (a Deployment's through its ReplicaSets).
+
+    Labels are not enough: while a replaced Job of the same name is still going away, its pods
+    carry the same labels, and their failures are not the new Job's.
+    """
+    uid = (obj.get("metadata") or {}).get("uid")
+    if not uid:
+        return []
+    owners = {uid}
+    if obj.get("kind") == "Deployment":
+        owners |= {(rs.get("metadata") or {}).get("uid", "") for rs in replicasets if uid in _owners(rs)}
+    return [pod for pod in pods if _owners(pod) & owners]
+
+
+def assess(workloads: list[dict[str, Any]], pods: list[dict[str, Any]], replicasets: list[dict[str, Any]] = ()) -> Verdict:
     verdict = Verdict()
     for obj in workloads:
         kind = obj.get("kind", "")
         rid = resource_id(kind, (obj.get("metadata") or {}).get("name", "?"))
         summary = summarize_status(obj, kind)
-        problems = [p for p in (pod_problem(pod) for pod in _pods_of(obj, pods)) if p]
+        problems = [p for p in (pod_problem(pod) for pod in pods_of(obj, pods, replicasets)) if p]
         fatal = [reason for reason, is_fatal in problems if is_fatal]
         if kind == "Job":
             parallelism = (obj.get("spec") or {}).get("parallelism", 1)
@@ -99,19 +106,20 @@ def assess(workloads: list[dict[str, Any]], pods: list[dict[str, Any]]) -> Verdi
 
 
 def wait(
-    fetch: Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]]]],
+    fetch: Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]],
     progress: Callable[[str, str], None],
     timeout: float,
     interval: float = 2.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    timeout_field: str = "k8s.ready_timeout",
 ) -> list[str]:
     """Poll until ready; returns the ready ids or raises ProviderError naming the first failure."""
     deadline = clock() + timeout
     reported: dict[str, str] = {}
     while True:
-        workloads, pods = fetch()
-        verdict = assess(workloads, pods)
+        workloads, pods, replicasets = fetch()
+        verdict = assess(workloads, pods, replicasets)
         for rid in verdict.ready:
             if reported.get(rid) != "ready":
                 progress(rid, "ready")
@@ -127,5 +135,5 @@ def wait(
             return verdict.ready
         if clock() >= deadline:
             rid, why = next(iter(verdict.waiting.items()))
-            raise ProviderError(f"{rid} was not ready after {int(timeout)} s (k8s.ready_timeout): {why}")
+            raise ProviderError(f"{rid} was not ready after {int(timeout)} s ({timeout_field}): {why}")
         sleep(interval)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from madinfra.resources import UpdateRules
 
-KINDS = ("Namespace", "Secret", "ConfigMap", "Service", "Job", "Deployment", "StatefulSet")
+KINDS = ("Namespace", "Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Job", "Deployment", "StatefulSet")
 """Every kind madinfra creates, in the order they are read and created."""
 
 WORKLOAD_KINDS = frozenset({"Job", "Deployment", "StatefulSet"})
@@ -60,6 +60,7 @@ _SERVER_OWNED: dict[str, tuple[str, ...]] = {
     "Namespace": ("spec.finalizers",),
     "Secret": (),
     "ConfigMap": (),
+    "PersistentVolumeClaim": ("spec.volumeName", "spec.volumeMode"),
     "Service": (
         "spec.clusterIPs",
         "spec.ipFamilies",
@@ -93,6 +94,9 @@ _FORCE_REPLACE: dict[str, tuple[str, ...]] = {
     # ``immutable: true`` objects reject every data change, and the flag cannot be turned off.
     "Secret": ("metadata.namespace", "immutable", "type"),
     "ConfigMap": ("metadata.namespace", "immutable"),
+    # A claim's class, access modes and mode are fixed once bound; its size may grow in place
+    # (the server refuses to shrink it, and says so at apply).
+    "PersistentVolumeClaim": ("metadata.namespace", "spec.storageClassName", "spec.accessModes", "spec.volumeMode", "spec.selector"),
     # A transition to or from ExternalName always adds or removes spec.externalName, so listing
     # that field replaces exactly on those type changes (ClusterIP <-> NodePort stays in place).
     "Service": ("metadata.namespace", "spec.clusterIP", "spec.externalName"),
@@ -142,6 +146,46 @@ _UNORDERED: dict[str, tuple[str, ...]] = {
 }
 
 
+_POD_TEMPLATE_OPTIONAL = tuple(
+    f"spec.template.spec.{path}"
+    for path in (
+        "nodeSelector",
+        "tolerations",
+        "serviceAccountName",
+        "imagePullSecrets",
+        "hostIPC",
+        "subdomain",
+        "initContainers",
+        "containers.readinessProbe",
+        "containers.envFrom",
+        "containers.ports",
+    )
+)
+
+_COMPARED_WHEN_UNSET: dict[str, tuple[str, ...]] = {
+    # live.clean drops the server's ClusterIP type and allocated IPs, so what is left is ours.
+    "Service": ("spec.clusterIP", "spec.type", "spec.externalName", "spec.publishNotReadyAddresses"),
+    "Job": ("spec.ttlSecondsAfterFinished", *_POD_TEMPLATE_OPTIONAL),
+    "Deployment": _POD_TEMPLATE_OPTIONAL,
+    "StatefulSet": _POD_TEMPLATE_OPTIONAL,
+    "ConfigMap": ("data", "binaryData"),
+    "Secret": ("data",),
+}
+
+_POD_TEMPLATE_WHOLE = ("spec.template.spec.containers.env", "spec.template.spec.initContainers.env")
+
+_WHOLE_FIELDS: dict[str, tuple[str, ...]] = {
+    "ConfigMap": ("data", "binaryData"),
+    "Secret": ("data",),
+    "Job": _POD_TEMPLATE_WHOLE,
+    "Deployment": _POD_TEMPLATE_WHOLE,
+    "StatefulSet": _POD_TEMPLATE_WHOLE,
+}
+"""Mappings madinfra owns key by key: an env var or a script file that is gone from the stack
+must go from the cluster too."""
+"""Fields madinfra sets only in some stacks and the API server never fills in by itself."""
+
+
 def kind_of(resource_kind: str) -> str:
     """``k8s/Job`` -> ``Job`` (also accepts a bare Kubernetes kind)."""
     return resource_kind.split("/", 1)[1] if resource_kind.startswith("k8s/") else resource_kind
@@ -154,6 +198,9 @@ def update_rules(resource_kind: str) -> UpdateRules:
         force_replace=_FORCE_REPLACE.get(kind, ("metadata.namespace",)),
         server_owned=_METADATA_SERVER_OWNED + _SERVER_OWNED.get(kind, ()),
         unordered_lists=_UNORDERED.get(kind, ()),
+        managed_fields_only=True,
+        compared_when_unset=_COMPARED_WHEN_UNSET.get(kind, ()),
+        whole_fields=_WHOLE_FIELDS.get(kind, ()),
     )
 
 

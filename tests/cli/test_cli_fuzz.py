@@ -455,10 +455,10 @@ def test_k8s_render_delivers_hostile_values_byte_for_byte(sandbox):
         # What the kubelet hands the container: env values and command after $(VAR) expansion.
         env: dict[str, str] = {}
         for entry in container.get("env", []):
-            if "value" in entry:
-                env[entry["name"]] = kubelet_expand(str(entry["value"]), env)
-            else:
+            if "valueFrom" in entry:
                 env[entry["name"]] = f"from-{entry['name'].lower()}"
+            else:  # an empty value is written without "value", as the API server returns it
+                env[entry["name"]] = kubelet_expand(str(entry.get("value", "")), env)
         for key, value in expected_env.items():
             assert env.get(key) == value, key
         assert env.get("MODEL_PATH") == stack["model"]["model_path"]
@@ -508,8 +508,8 @@ ALL_LAUNCHERS = ("torchrun", "deepspeed", "megatron", "torchtitan", "vllm", "sgl
 def k8s_container_env(container: dict[str, Any]) -> dict[str, str]:
     env: dict[str, str] = {}
     for entry in container.get("env", []):
-        if "value" in entry:
-            env[entry["name"]] = kubelet_expand(str(entry["value"]), env)
+        if "valueFrom" not in entry:  # an empty value has no "value", as the API server returns it
+            env[entry["name"]] = kubelet_expand(str(entry.get("value", "")), env)
     return env
 
 

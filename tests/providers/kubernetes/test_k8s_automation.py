@@ -1,9 +1,8 @@
-"""Automation API glue: the missing-CLI error, engine events -> records, passphrase, real preview."""
+"""Automation API glue: the missing-CLI error, engine events -> records, passphrase (the real
+engine runs in test_k8s_e2e_*)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -105,24 +104,3 @@ def test_passphrase_file_is_private_and_reused(monkeypatch, tmp_path):
     assert passphrase_env(tmp_path / "pulumi") == env and path.read_text() == first
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "mine")
     assert passphrase_env(tmp_path / "other") == {}
-
-
-@pytest.mark.skipif(shutil.which("pulumi") is None, reason="the pulumi CLI is not on PATH")
-def test_real_pulumi_preview_of_an_example(tmp_path, monkeypatch):
-    """A real engine run: the program must be accepted by Pulumi and plan one create per object."""
-    from providers.kubernetes.automation import select_stack
-    from providers.kubernetes.program import KubeSettings, build_program
-
-    example = next(p for p in EXAMPLES if p.name == "torchrun-multi-node.json")
-    _, _, resources = build(example)
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
-        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
-    )
-    monkeypatch.setenv("PULUMI_K8S_DELETE_UNREACHABLE", "true")
-    program = build_program(resources, KubeSettings(kubeconfig=str(kubeconfig)), {})
-    stack = select_stack("preview-test", tmp_path / ".madinfra", program)
-    result = stack.preview(color="never")
-    assert result.change_summary.get("create", 0) >= len(resources)
-    assert os.path.isdir(tmp_path / ".madinfra" / "pulumi" / "state")

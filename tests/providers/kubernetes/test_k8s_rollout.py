@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from k8s_support import ROOT, K8S_STACK_FILES, build, server_view
+from k8s_support import ROOT, K8S_STACK_FILES, build
 
 from madinfra.config import resolve
 from madinfra.engine.pipeline import compute_plan
@@ -72,15 +72,6 @@ def test_deletes_go_first_in_reverse_rollout_order_and_do_not_wait():
         "k8s/Service/demo-api",
     ]]
 
-
-def test_live_objects_carry_the_rollout_order_so_deletes_run_in_reverse():
-    desired = resources(stack())
-    known = {r.id for r in desired}
-    for resource in desired:
-        live = to_live_resource(server_view(resource.spec), resource.kind.split("/")[1])
-        assert tuple(d for d in live.depends_on if d in known) == resource.depends_on, resource.id
-    proxy = next(r for r in resources(stack()) if r.id == "k8s/Deployment/demo-proxy")
-    assert proxy.spec["metadata"]["annotations"] == {"madinfra.io/rolls-after": "k8s/StatefulSet/demo-prefill,k8s/StatefulSet/demo-decode"}
 
 
 def test_restarts_only_for_pod_template_changes_of_rolling_workloads():
