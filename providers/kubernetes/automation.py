@@ -132,6 +132,14 @@ class EventRouter:
             self.release(rid, error)
             self.report(rid, None, error)
 
+    def overrule(self, rids: list[str], error: Exception) -> None:
+        """Record ``error`` for ``rids`` even where Pulumi already reported success: the step it
+        took was not the planned one, so state must say the resource is not as planned."""
+        for rid in rids:
+            if rid in self.recorded and rid not in self.held and rid in self.changes:
+                self.record(self.changes[rid], None, error)
+        self.fail(rids, error)
+
     def __call__(self, event: Any) -> None:
         if event.diagnostic_event is not None and event.diagnostic_event.urn:
             diag = event.diagnostic_event

@@ -340,7 +340,7 @@ class KubernetesProvider:
             wrong = _inconsistent(step, plan_routes, done)
             if wrong:
                 error = ProviderError(f"Pulumi did not carry out the plan as shown ({'; '.join(wrong)}); the cluster now differs from the plan, run `madinfra plan` to see how")
-                router.fail(rids, error)
+                router.overrule(rids, error)
                 raise error
         leftovers = [c for c in step if c.resource_id not in router.recorded]
         if leftovers:

@@ -229,3 +229,67 @@ def test_destroy_then_apply_again_in_the_same_directory(k8s_stack: K8sStack) -> 
     again = stack.apply()
     assert "Apply complete! Resources: 2 added" in again.stdout, again.stdout
     stack.assert_plan_empty()
+
+
+def _scripts_stack(stack: K8sStack) -> None:
+    scripts = stack.workdir / "scripts"
+    scripts.mkdir(exist_ok=True)
+    (scripts / "serve.sh").write_text("echo one\n")
+    spec = vllm(replicas=1)
+    spec["model"]["scripts_dir"] = "scripts"
+    stack.write(spec)
+    stack.apply()
+    (scripts / "serve.sh").write_text("echo two\n")
+
+
+def _apply_in_process(stack: K8sStack, monkeypatch, capsys) -> tuple[int, str]:
+    """`madinfra apply` in this process, so a test can change how Pulumi is driven."""
+    from madinfra.cli import main
+
+    for key, value in stack.sandbox.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(stack.workdir)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["apply", str(stack.path), "--yes"])
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out + captured.err
+
+
+def test_apply_stops_before_changing_anything_when_pulumi_would_take_another_step(k8s_stack: K8sStack, monkeypatch, capsys) -> None:
+    """Pulumi's replace rules made to differ from the planner's (as an upgrade of
+    pulumi-kubernetes could): the plan says update, Pulumi's preview says replace, nothing moves."""
+    import providers.kubernetes.program as program
+
+    stack = k8s_stack
+    _scripts_stack(stack)
+    configmap = next(c for c in stack.objects("ConfigMap") if c["metadata"]["name"].endswith("-scripts"))
+    rules = program.replace_on_changes
+    monkeypatch.setattr(program, "replace_on_changes", lambda kind: rules(kind) + (["data"] if kind.endswith("ConfigMap") else []))
+    code, output = _apply_in_process(stack, monkeypatch, capsys)
+    assert code == 1
+    assert "Nothing was changed: Pulumi would not carry out the plan as shown" in output, output
+    assert f"k8s/ConfigMap/{configmap['metadata']['name']}: the plan says update, Pulumi plans 'replace'" in output, output
+    after = stack.sandbox.get("ConfigMap", "default", configmap["metadata"]["name"])
+    assert after["metadata"]["uid"] == configmap["metadata"]["uid"] and "echo one" in json.dumps(after["data"])
+
+
+def test_apply_fails_loudly_when_pulumi_took_another_step_than_planned(k8s_stack: K8sStack, monkeypatch, capsys) -> None:
+    """Terraform's "inconsistent final plan": the preview is made to agree, the up does not;
+    the steps Pulumi really took are compared after the up and the resource is marked failed."""
+    import providers.kubernetes.automation as automation
+    import providers.kubernetes.program as program
+
+    stack = k8s_stack
+    _scripts_stack(stack)
+    configmap = next(c for c in stack.objects("ConfigMap") if c["metadata"]["name"].endswith("-scripts"))
+    rid = f"k8s/ConfigMap/{configmap['metadata']['name']}"
+    rules = program.replace_on_changes
+    monkeypatch.setattr(program, "replace_on_changes", lambda kind: rules(kind) + (["data"] if kind.endswith("ConfigMap") else []))
+    agreeing = lambda stack, targets, replace=None: {program.resource_id_from_urn(t): "update" for t in targets if "pulumi:providers" not in t}  # noqa: E731
+    monkeypatch.setattr(automation, "preview", agreeing)
+    code, output = _apply_in_process(stack, monkeypatch, capsys)
+    assert code == 1
+    assert f"Pulumi did not carry out the plan as shown ({rid}: the plan says update, Pulumi did 'replace')" in output, output
+    state = json.loads((stack.workdir / ".madinfra" / "state" / f"{stack.name}.json").read_text())
+    record = next(r for r in state["resources"] if f"{r['kind']}/{r['name']}" == rid)
+    assert record["tainted"] is True
