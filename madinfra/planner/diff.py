@@ -69,6 +69,9 @@ def flatten(spec: dict[str, Any], prefix: Path = ()) -> list[FieldDiff]:
         path = prefix + (key,)
         if isinstance(value, dict) and value:
             out.extend(flatten(value, path))
+        elif isinstance(value, list) and value and all(isinstance(item, dict) and item for item in value):
+            for index, item in enumerate(value):  # containers[0].image, not one JSON line per list
+                out.extend(flatten(item, path + (index,)))
         else:
             out.append(FieldDiff(path, ABSENT, value))
     return out

@@ -3,7 +3,7 @@
 Launcher commands ``cd`` into ``$MADINFRA_WORKDIR`` (the stack's remote directory) and run
 ``model.script`` from there. The contents of ``model.scripts_dir`` land at the root of that
 directory, exactly as the Kubernetes provider stages them at ``/workspace``, so one stack file
-(``scripts_dir: ../../examples``, ``script: allreduce.py``) runs unchanged on both targets. A
+(``scripts_dir: ../../examples/scripts``, ``script: allreduce.py``) runs unchanged on both targets. A
 file that would shadow madinfra's own bookkeeping (logs/, status/, ``*.sbatch``, ...) is refused
 with the file named. Without scripts_dir, a ``model.script`` that exists locally is uploaded
 alone (keeping its path relative to the stack file); one that does not is taken to exist on the

@@ -129,7 +129,7 @@ def test_torchrun_all_reduce_across_two_nodes(sandbox_stack) -> None:
     pytest.importorskip("torch", reason="the distributed smoke test needs PyTorch (pip install torch==2.13.0)")
     stack = sandbox_stack
     (stack.workdir / "scripts").mkdir()
-    shutil.copy(ROOT / "examples" / "allreduce.py", stack.workdir / "scripts" / "allreduce.py")
+    shutil.copy(ROOT / "examples" / "scripts" / "allreduce.py", stack.workdir / "scripts" / "allreduce.py")
     stack.write(
         {
             "slurm": {"partition": "debug", "nodes": 2, "gpus_per_node": 0, "time": "5", "exclusive": False, "ready_timeout": 60},
