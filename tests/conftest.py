@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the reference material beside the project and to the examples."""
+"""Shared fixtures: the repository root and a stack-file writer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = ROOT.parent / "shared" / "reference"
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = ROOT.parent / "shared" / "reference"
-REFERENCE_EXAMPLES = REFERENCE / "madengine-examples"
+REFERENCE_EXAMPLES = ROOT / "tests" / "fixtures" / "madengine-examples"
+"""madengine's own example context files, unmodified (copied from the project's reference
+material so the tests read nothing outside the repository)."""
 
 
 def kubelet_expand(text: str, defined: dict[str, str]) -> str:
