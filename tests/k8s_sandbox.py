@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
+
+from tests_support import run_madinfra
 
 from madinfra.naming import MANAGED_BY_LABEL, STACK_LABEL, label_value
 
@@ -183,6 +184,9 @@ class K8sStack:
         ``k8s.ready_timeout``, so a broken apply fails in minutes, not in ten)."""
         data = yaml.safe_load(source.read_text())
         data.update(changes)
+        model = data.get("model") or {}
+        if model.get("scripts_dir") and not Path(model["scripts_dir"]).is_absolute():
+            data["model"] = {**model, "scripts_dir": str((source.parent / model["scripts_dir"]).resolve())}
         section = "kubernetes" if "kubernetes" in data else "k8s"
         data[section] = {**(data.get(section) or {}), "ready_timeout": ready_timeout}
         service = data.get("service") or {}
@@ -193,18 +197,7 @@ class K8sStack:
 
     def cli(self, *args: str, check: bool | None = True, timeout: float = 300, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """``madinfra ARGS`` in the stack's directory (its state lives under ``.madinfra``)."""
-        proc = subprocess.run(
-            [sys.executable, "-c", "from madinfra.cli import main; main()", *args],
-            cwd=cwd or self.workdir,
-            env={**self.sandbox.env(), **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-        if check:
-            assert proc.returncode == 0, f"madinfra {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        return proc
+        return run_madinfra(args, cwd or self.workdir, {**self.sandbox.env(), **(env or {})}, timeout, check)
 
     def apply(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.cli("apply", str(self.path), "--yes", *extra)

@@ -1,5 +1,7 @@
 """Paths shared by test modules (importable because pytest puts tests/ on sys.path)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,3 +31,20 @@ def kubelet_expand(text: str, defined: dict[str, str]) -> str:
         out.append(text[i])
         i += 1
     return "".join(out)
+
+
+def run_madinfra(args: tuple[str, ...], cwd: Path, env: dict[str, str], timeout: float, check: bool | None) -> subprocess.CompletedProcess[str]:
+    """The real ``madinfra`` CLI in a fresh process (stdin closed, output captured); with
+    ``check``, a non-zero exit fails the test showing both streams."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "from madinfra.cli import main; main()", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if check:
+        assert proc.returncode == 0, f"madinfra {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc

@@ -1,5 +1,5 @@
-"""Kubernetes target: manifests from the launch plan, Pulumi to apply them, the kubernetes client
-to read them back. Importing this package loads neither Pulumi nor the kubernetes client."""
+"""Kubernetes target: manifests from the launch plan, Pulumi to apply them, a small HTTPS client
+(kubeconfig.py, apiserver.py) to read them back. Importing this package loads no Pulumi."""
 
 from providers.kubernetes.provider import KubernetesProvider
 

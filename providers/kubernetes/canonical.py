@@ -19,7 +19,7 @@ the fields madinfra sets (``UpdateRules.managed_fields_only``).
 from __future__ import annotations
 
 import re
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Any
 
 from madinfra.errors import MadinfraError
@@ -27,8 +27,8 @@ from madinfra.errors import MadinfraError
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 _DECIMAL_SUFFIX = {exponent: suffix for suffix, exponent in _DECIMAL.items()}
-_NUMBER = re.compile(r"^([+-]?)([0-9]*)(?:\.([0-9]*))?([eE][+-]?[0-9]+|[a-zA-Z]*)$")
 _NANO = Decimal("1e-9")
+_MILLI = Decimal("1e-3")
 
 MAP_FIELDS = frozenset({"labels", "annotations", "data", "binaryData", "stringData", "nodeSelector", "matchLabels", "selector"})
 """Keys whose values are string maps: their entries are kept even when empty."""
@@ -37,38 +37,90 @@ QUANTITY_MAPS = frozenset({"requests", "limits", "capacity", "allocatable"})
 QUANTITY_FIELDS = frozenset({"sizeLimit"})
 
 
-def canonical_quantity(value: str | int | float, where: str = "quantity") -> str:
+def canonical_quantity(value: str | int | float, where: str = "quantity", resource_list: bool = False) -> str:
     """The text the API server returns for a quantity, e.g. ``0.5`` -> ``500m``.
 
-    Raises MadinfraError naming ``where`` for text that is not a Kubernetes quantity (the server
-    would reject it at apply time; better to say so at plan time).
+    ``resource_list``: the quantity is a value of a ResourceList (container requests and
+    limits, a PVC's storage request), which the server's defaulting rounds up to milli units
+    first (``7.1u`` becomes ``1m``).
+
+    As k8s.io/apimachinery does it: the text is kept as written when it is already in a form the
+    server reuses (its fast path: a whole number of a binary suffix not divisible by 8, or decimal
+    digits not ending in ``000`` with a scale that is a multiple of 3, e.g. ``2E6``, ``1.500``);
+    otherwise the value is written canonically. Raises MadinfraError naming ``where`` for text
+    that is not a Kubernetes quantity (the server would reject it at apply time).
     """
     text = str(value).strip()
-    match = _NUMBER.match(text)
-    if not match or not (match.group(2) or match.group(3)):
+    if text == "0":
+        return text
+    parsed = _parse(text)
+    if parsed is None:
         raise MadinfraError(f"{where}: '{value}' is not a Kubernetes quantity (e.g. 500m, 2, 16Gi, 1.5)")
-    sign, whole, fraction, suffix = match.groups()
-    try:
-        number = Decimal(f"{whole or '0'}.{fraction or '0'}")
-    except InvalidOperation:
-        raise MadinfraError(f"{where}: '{value}' is not a Kubernetes quantity (e.g. 500m, 2, 16Gi, 1.5)") from None
+    negative, num, denom, suffix = parsed
     if suffix in _BINARY:
-        fmt, amount = "binary", number * (Decimal(1024) ** _BINARY[suffix])
+        fmt, exponent = "binary", _BINARY[suffix] * 10
     elif suffix in _DECIMAL:
-        fmt, amount = "decimal", number.scaleb(_DECIMAL[suffix])
-    elif suffix[:1] in ("e", "E"):
-        fmt, amount = "exponent", number.scaleb(int(suffix[1:]))
+        fmt, exponent = "decimal", _DECIMAL[suffix]
+    elif suffix[:1] in ("e", "E") and re.fullmatch(r"[eE][+-]?[0-9]+", suffix):
+        fmt, exponent = "exponent", int(suffix[1:])
     else:
         raise MadinfraError(f"{where}: '{value}' has an unknown suffix '{suffix}' (use one of m, k, M, G, T, Ki, Mi, Gi, Ti)")
-    # The server keeps nano precision and rounds anything smaller up.
-    amount = amount.quantize(_NANO, rounding=ROUND_CEILING) if amount != amount.to_integral_value() else amount
-    negative = sign == "-" and amount != 0
-    amount = abs(amount)
+    kept = _server_keeps_as_written(fmt, exponent, num, denom)
+    scale = 0 if fmt == "binary" else exponent - len(denom)
+    if kept and (not resource_list or scale >= -3):
+        return text
+    with localcontext() as exact:
+        exact.prec = 100  # quantities reach 10^21 and nano units: no rounding but the server's
+        number = Decimal(f"{num}.{denom or '0'}")
+        amount = number * (Decimal(2) ** exponent) if fmt == "binary" else number.scaleb(exponent)
+        if fmt == "binary":
+            amount = min(amount, Decimal(_INT64_MAX))  # apimachinery caps binary quantities there
+        # The server keeps nano precision (milli in a ResourceList) and rounds anything smaller up.
+        amount = amount.quantize(_MILLI if resource_list else _NANO, rounding=ROUND_CEILING).normalize()
+        return ("-" if negative and amount != 0 else "") + _text(amount, fmt)
+
+
+def _text(amount: Decimal, fmt: str) -> str:
     if fmt == "binary" and amount >= 1024 and amount == amount.to_integral_value():
-        text = _binary_text(int(amount))
+        return _binary_text(int(amount))
+    return _decimal_text(amount, "exponent" if fmt == "exponent" else "decimal")
+
+
+def _parse(text: str) -> tuple[bool, str, str, str] | None:
+    """(negative, digits before the point without leading zeros, digits after it, suffix), as
+    apimachinery's parseQuantityString splits a quantity; None when it is not one."""
+    match = re.fullmatch(r"([+-]?)0*([0-9]*)(?:\.([0-9]*))?([eEinumkKMGTP]*[-+]?[0-9]*)", text)
+    if match is None or not re.match(r"[+-]?[0-9.]", text):
+        return None
+    sign, num, denom, suffix = match.groups()
+    return sign == "-", num or "0", denom or "", suffix
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _server_keeps_as_written(fmt: str, exponent: int, num: str, denom: str) -> bool:
+    """apimachinery's ParseQuantity fast path, which stores the original text for reuse."""
+    if fmt == "binary":
+        if exponent < 0 or denom:
+            return False
+        mantissa, scale = 2**exponent, 0
+        precision = 15 - len(num) - int(exponent * 3 / 10) - 1
     else:
-        text = _decimal_text(amount, "exponent" if fmt == "exponent" else "decimal")
-    return ("-" if negative else "") + text
+        mantissa, scale = 1, exponent
+        precision = 18 - len(num) - len(denom)
+    if precision < 0:
+        return False
+    scale -= len(denom)
+    if scale < -9:
+        return False
+    shifted = num + denom
+    value = int(shifted)
+    if value * mantissa > _INT64_MAX:
+        return False
+    if fmt == "binary":
+        return value & 0x07 != 0
+    return scale % 3 == 0 and not shifted.endswith("000") and shifted[0] != "0"
 
 
 def _binary_text(amount: int) -> str:
@@ -101,7 +153,7 @@ def canonical_manifest(value: Any, key: str = "", path: str = "") -> Any:
     """A manifest (or part of one) in the API server's form; the input is not modified."""
     if isinstance(value, dict):
         if key in QUANTITY_MAPS:
-            return {name: canonical_quantity(v, f"{path}.{name}") for name, v in value.items()}
+            return {name: canonical_quantity(v, f"{path}.{name}", resource_list=True) for name, v in value.items()}
         if key in MAP_FIELDS:
             return {name: v for name, v in value.items()}
         out = {}

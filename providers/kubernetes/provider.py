@@ -1,15 +1,15 @@
 """The Kubernetes provider: desired objects, live read, rules, Pulumi apply, readiness.
 
-This module imports neither Pulumi nor the kubernetes client at import time; each is imported
-by the method that needs it, so ``madinfra render`` and ``plan`` never load Pulumi.
+Pulumi is imported only by ``apply``/``destroy``, so ``madinfra render`` and ``plan`` never load
+it; reads use the small HTTPS client in apiserver.py (the official client takes seconds to import).
 
 The provider remembers the stack it was bound to (``bind``, which ``desired`` also does): ``read``
-lists only that stack's namespace (namespaced RBAC suffices) with the stack's kube context, and
-``apply`` runs the whole desired set as the Pulumi program while targeting only the planned
-changes (so ``apply`` does exactly what the plan showed, and resources outside the plan are left
-alone even when Pulumi's state has drifted). ``apply`` goes in steps (rollout.py): one targeted
-``pulumi up`` per step, then it waits for that step's workloads to be ready, so the pools of a
-serving stack roll one at a time and the proxy last.
+lists that stack's objects cluster-wide (namespaced RBAC falls back to the stack's namespaces)
+with the stack's kube context, and ``apply`` runs the whole desired set as the Pulumi program
+while targeting only the planned changes, after checking with a preview that Pulumi would take
+exactly the planned steps (routing.py says which, from Pulumi's own state). ``apply`` goes in
+steps (rollout.py): one targeted ``pulumi up`` per step, then it waits for that step's workloads
+to be ready, so the pools of a serving stack roll one at a time and the proxy last.
 """
 
 from __future__ import annotations
@@ -327,7 +327,11 @@ class KubernetesProvider:
         assert spec.k8s is not None
         rids = [c.resource_id for c in step]
         for change in step:
-            if plan_routes[change.resource_id].api_delete:
+            # A replacement's old object goes first, through the API, waiting until it and its
+            # pods are gone: pulumi-kubernetes' own delete-before-replace can return while a
+            # foreground deletion is still under way, and the new object of the same name then
+            # hits the old one ("field is immutable"). Pulumi's delete then finds nothing to do.
+            if plan_routes[change.resource_id].api_delete or change.action == "replace":
                 self._api_delete(change, router, progress, spec.k8s.ready_timeout)
         targets, replace = self._pulumi_targets(step, plan_routes)
         if targets:
@@ -370,11 +374,12 @@ class KubernetesProvider:
         return spec.k8s.ready_timeout
 
     def _api_delete(self, change: Change, router: Any, progress: ProgressCallback, timeout: float) -> None:
-        """Delete a live object Pulumi does not know, through the Kubernetes API."""
+        """Delete a change's live object through the Kubernetes API and wait until it is gone."""
         assert change.current is not None
         metadata = change.current.spec.get("metadata") or {}
         kind = kind_of(change.current.kind)
-        progress(change.resource_id, "deleting through the Kubernetes API (not in Pulumi's state)")
+        why = "the old object goes first" if change.action == "replace" else "not in Pulumi's state"
+        progress(change.resource_id, f"deleting through the Kubernetes API ({why}), waiting until it is gone")
         try:
             kube.delete_object(self.api(), kind, metadata.get("namespace"), metadata["name"], timeout)
         except MadinfraError as exc:

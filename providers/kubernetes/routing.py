@@ -6,9 +6,11 @@ madinfra plans from the cluster; Pulumi acts from its own state. For each change
 - update: Pulumi updates an object it knows; one it does not know (state lost, another machine,
   applied from another directory) it "creates", which with server-side apply adopts the live
   object in place. Either way the object is patched, never recreated.
-- replace: Pulumi replaces what it knows (``replace=`` so it does even when its own diff sees
-  nothing, as for ``--replace``). An object it does not know is deleted through the Kubernetes
-  API first (foreground, waiting until it is gone), then Pulumi creates the new one.
+- replace: the old object is deleted through the Kubernetes API first (foreground, waiting until
+  it and its pods are gone: Pulumi's own delete-before-replace may return earlier, and the new
+  object of the same name then collides with the old one). Pulumi then replaces what it knows
+  (``replace=`` so it does even when its own diff sees nothing, as for ``--replace``; its delete
+  finds nothing left) and creates what it does not know.
 - delete: Pulumi deletes what it knows; everything else found by the stack's labels is deleted
   through the Kubernetes API, so ``destroy`` works with no Pulumi state at all.
 

@@ -32,6 +32,11 @@ pytestmark = pytest.mark.k8s
         ("0.0000000001", "1n"),
         ("64Gi", "64Gi"),
         ("0", "0"),
+        # kept as written: apimachinery reuses text already in a form it accepts as canonical
+        ("2E6", "2E6"),
+        ("1.500", "1.500"),
+        ("1025Mi", "1025Mi"),
+        ("007", "007"),
     ],
 )
 def test_quantities_are_written_as_the_server_returns_them(given, server):
@@ -41,8 +46,17 @@ def test_quantities_are_written_as_the_server_returns_them(given, server):
 def test_a_bad_quantity_names_where_it_is():
     with pytest.raises(MadinfraError, match=r"spec.cpu: '2 cores' is not a Kubernetes quantity"):
         canonical_quantity("2 cores", "spec.cpu")
-    with pytest.raises(MadinfraError, match="unknown suffix 'Qi'"):
-        canonical_quantity("3Qi")
+    with pytest.raises(MadinfraError, match="unknown suffix 'mi'"):
+        canonical_quantity("3mi")
+
+
+def test_resource_lists_are_rounded_up_to_milli_units_first():
+    """The server's defaulting of a ResourceList (requests, limits, PVC storage) rounds up."""
+    assert canonical_quantity("7.1u", resource_list=True) == "1m"
+    assert canonical_quantity("3.02889E0", resource_list=True) == "3029e-3"
+    assert canonical_quantity("600.88378Mi", resource_list=True) == "630072310498m"
+    assert canonical_quantity("7.1u") == "7100n"
+    assert canonical_quantity("9668887Ti") == "9223372036854775807", "binary quantities are capped at the int64 maximum"
 
 
 def test_empty_strings_go_from_struct_fields_but_stay_in_maps():

@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
+
+from tests_support import run_madinfra
 
 from madinfra.config import resolve
 from madinfra.config.schema import StackSpec
@@ -126,18 +127,7 @@ class SandboxStack:
     def cli(self, *args: str, check: bool | None = True, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """``madinfra ARGS`` in the stack's directory (its state lives under ``.madinfra``)."""
         env = {**os.environ, "MADINFRA_SSH_TARGET": str(self.sandbox.target_file), "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
-        proc = subprocess.run(
-            [sys.executable, "-c", "from madinfra.cli import main; main()", *args],
-            cwd=self.workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-        if check:
-            assert proc.returncode == 0, f"madinfra {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        return proc
+        return run_madinfra(args, self.workdir, env, timeout, check)
 
     def jobs(self) -> list[dict[str, str]]:
         return self.sandbox.jobs(self.prefix)
