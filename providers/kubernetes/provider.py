@@ -201,7 +201,7 @@ class KubernetesProvider:
                 f"namespace '{namespace}' does not exist on {kube.server_url(api)}; create it (kubectl create namespace {namespace}) or set k8s.create_namespace: true"
             )
 
-    def wait_ready(self, resource_ids: list[str], progress: ProgressCallback, timeout: float, interval: float = 2.0, timeout_field: str = "k8s.ready_timeout") -> list[str]:
+    def wait_ready(self, resource_ids: list[str], progress: ProgressCallback, timeout: float, interval: float = 1.0, timeout_field: str = "k8s.ready_timeout") -> list[str]:
         """Poll the workloads among ``resource_ids`` until they are ready (see readiness.py)."""
         from providers.kubernetes import readiness
 
@@ -270,15 +270,17 @@ class KubernetesProvider:
         (plus Kubernetes API deletes of objects Pulumi does not know, see routing.py), waiting
         for each step's workloads to be ready before the next.
 
-        Before anything changes, a preview checks that Pulumi would take exactly the planned
-        action on every resource; after every ``up`` the steps it really took are checked again.
-        A difference stops the apply with both actions named (Terraform's "inconsistent plan").
+        Where Pulumi's step depends on its own diff (routing.pulumi_must_diff), its state is
+        refreshed and a preview checks, before anything changes, that it would take exactly the
+        planned action on every resource; after every ``up`` the steps it really took are checked
+        again. A difference stops the apply with both actions named (Terraform's "inconsistent
+        plan").
         """
         if not changes:
             return
         from providers.kubernetes import automation, routing
         from providers.kubernetes.program import KubeSettings, build_program
-        from providers.kubernetes.pulumi_state import known_objects
+        from providers.kubernetes.pulumi_state import has_pending_operations, known_objects
 
         automation.require_pulumi("apply")
         spec = self._bound("apply changes")
@@ -287,12 +289,16 @@ class KubernetesProvider:
         target = self.kube_target()
         program = build_program(resources, KubeSettings(kubeconfig=target.kubeconfig, context=target.context), secret_values)
         stack = automation.select_stack(spec.name, self.options.work_dir, program)
-        if known_objects(self.options.work_dir, spec.name):
+        known = known_objects(self.options.work_dir, spec.name)
+        must_diff = routing.pulumi_must_diff(changes, known)
+        if must_diff or has_pending_operations(self.options.work_dir, spec.name):
             automation.refresh(stack)
-        plan_routes = routing.routes(changes, known_objects(self.options.work_dir, spec.name))
+            known = known_objects(self.options.work_dir, spec.name)
+        plan_routes = routing.routes(changes, known)
         waited = {c.resource_id for c in changes if c.action != "delete" and c.resource_id.split("/")[1] in WORKLOAD_KINDS}
         router = automation.EventRouter(changes, progress, record, to_live_resource, hold=waited)
-        self._check_preview(stack, changes, plan_routes)
+        if must_diff:
+            self._check_preview(stack, changes, plan_routes)
         for step in rollout.steps(changes):
             self._apply_step(stack, step, router, progress, plan_routes)
 

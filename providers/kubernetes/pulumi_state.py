@@ -54,8 +54,7 @@ def checkpoint_path(work_dir: Path, stack: str) -> Path | None:
     return None
 
 
-def known_objects(work_dir: Path, stack: str) -> dict[str, KnownObject]:
-    """madinfra resource id -> what Pulumi's state holds for it (empty without a state)."""
+def _latest(work_dir: Path, stack: str) -> dict:
     path = checkpoint_path(work_dir, stack)
     if path is None:
         return {}
@@ -66,7 +65,17 @@ def known_objects(work_dir: Path, stack: str) -> dict[str, KnownObject]:
         document = json.loads(raw)
     except ValueError:
         return {}
-    resources = ((document.get("checkpoint") or {}).get("latest") or {}).get("resources") or []
+    return (document.get("checkpoint") or {}).get("latest") or {}
+
+
+def has_pending_operations(work_dir: Path, stack: str) -> bool:
+    """An earlier ``pulumi up`` was interrupted mid-operation (a refresh clears that)."""
+    return bool(_latest(work_dir, stack).get("pending_operations"))
+
+
+def known_objects(work_dir: Path, stack: str) -> dict[str, KnownObject]:
+    """madinfra resource id -> what Pulumi's state holds for it (empty without a state)."""
+    resources = _latest(work_dir, stack).get("resources") or []
     found: dict[str, KnownObject] = {}
     for entry in resources:
         urn = entry.get("urn") or ""

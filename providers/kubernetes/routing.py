@@ -74,6 +74,20 @@ def routes(changes: list[Change], known: dict[str, KnownObject]) -> dict[str, Ro
     return {change.resource_id: route(change, known) for change in changes}
 
 
+def pulumi_must_diff(changes: list[Change], known: dict[str, KnownObject]) -> bool:
+    """Whether Pulumi's step for some change depends on its own diff, so its state must be
+    refreshed from the cluster and its steps previewed before anything changes: an update or
+    replacement of an object it knows, or a create of an id it holds a stale entry for. A
+    create of an object it does not know and a delete of one it does leave it no choice (the
+    steps it takes are still checked after the up)."""
+    for change in changes:
+        if change.action in ("update", "replace") and knows(change, known):
+            return True
+        if change.action == "create" and change.resource_id in known:
+            return True
+    return False
+
+
 def disagreements(changes: list[Change], known: dict[str, KnownObject], live: list[Resource]) -> list[str]:
     """Plan notes where Pulumi's state and the cluster disagree about this stack's objects."""
     notes = []

@@ -9,7 +9,7 @@ import pytest
 
 from madinfra.resources import Change, Resource
 from providers.kubernetes.pulumi_state import KnownObject, known_objects
-from providers.kubernetes.routing import API_DELETE, API_DELETE_THEN_PULUMI, PULUMI, disagreements, route
+from providers.kubernetes.routing import API_DELETE, API_DELETE_THEN_PULUMI, PULUMI, disagreements, pulumi_must_diff, route
 
 pytestmark = pytest.mark.k8s
 
@@ -74,3 +74,11 @@ def test_pulumi_state_is_read_from_the_file_backend_checkpoint(tmp_path):
     (base / "s.json").write_text(json.dumps(checkpoint))
     assert known_objects(tmp_path, "s") == KNOWN
     assert known_objects(tmp_path, "other") == {}
+
+
+def test_pulumi_is_refreshed_and_previewed_only_where_its_diff_decides_the_step():
+    create, delete = Change("create", RID, live(), None), Change("delete", RID, None, live())
+    update = Change("update", RID, live(), live())
+    assert not pulumi_must_diff([create], {}) and not pulumi_must_diff([delete], KNOWN)
+    assert pulumi_must_diff([update], KNOWN) and not pulumi_must_diff([update], {}), "an adoption is always a create"
+    assert pulumi_must_diff([create], KNOWN), "a stale entry must be refreshed away first"
