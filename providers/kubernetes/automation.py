@@ -1,10 +1,12 @@
-"""Running the Pulumi program: Automation API ``up``/``destroy`` with a local file backend.
+"""Running the Pulumi program: Automation API ``refresh``, ``preview`` and targeted ``up`` with a
+local file backend (deletes are targeted ``up``s of a program without the deleted resources).
 
 State lives under ``<work_dir>/pulumi/state`` (``file://`` backend, no Pulumi Cloud login) and
 is encrypted with a passphrase secrets provider: ``PULUMI_CONFIG_PASSPHRASE`` or
 ``PULUMI_CONFIG_PASSPHRASE_FILE`` when the user set one, else a random passphrase madinfra keeps
 in ``<work_dir>/pulumi/passphrase`` (mode 0600). Engine events are turned into progress lines
-and one ``record`` call per planned change, as soon as Pulumi reports that resource done.
+and one ``record`` call per planned change, as soon as Pulumi reports that resource done; the
+steps Pulumi announced are kept per resource, so the provider can compare them with the plan.
 
 The ``pulumi`` binary is looked up before anything else happens, so a machine without it gets
 one sentence saying what to install and nothing is touched.
@@ -261,15 +263,3 @@ def preview(stack: Any, targets: list[str], replace: list[str] | None = None) ->
         detail = next(iter(errors), None) or _last_line(str(exc))
         raise ProviderError(f"pulumi preview failed for stack '{stack.name}': {detail}") from None
     return {rid: pulumi_action(ops) for rid, ops in steps.items()}
-
-
-def destroy(stack: Any, router: EventRouter) -> None:
-    from pulumi import automation as auto
-
-    try:
-        stack.destroy(on_event=router, color="never", suppress_outputs=True, suppress_progress=True)
-    except FileNotFoundError:
-        raise MadinfraError(f"the `pulumi` command could not be run; {INSTALL_HINT}") from None
-    except auto.CommandError as exc:
-        detail = next(iter(router.errors.values()), None) or _last_line(str(exc))
-        raise ProviderError(f"pulumi destroy failed for stack '{stack.name}': {detail}") from None
