@@ -33,7 +33,16 @@ ToLive = Callable[[dict[str, Any], str], Resource]
 
 
 def require_pulumi(action: str = "apply") -> str:
-    """Path of the ``pulumi`` binary, or a MadinfraError saying what to install."""
+    """Path of the ``pulumi`` binary, or a MadinfraError saying what to install (the CLI, or the
+    Python SDK that ``pip install madinfra`` without the ``k8s`` extra does not bring)."""
+    import importlib.util
+
+    missing = [name for name in ("pulumi", "pulumi_kubernetes") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MadinfraError(
+            f"madinfra {action} deploys Kubernetes stacks with Pulumi, but the Python package{'s' if len(missing) > 1 else ''} {' and '.join(missing)} "
+            f"{'are' if len(missing) > 1 else 'is'} not installed; install {'them' if len(missing) > 1 else 'it'} with `pip install 'madinfra[k8s]'` (plan, render and validate work without)"
+        )
     path = shutil.which("pulumi")
     if path is None:
         raise MadinfraError(

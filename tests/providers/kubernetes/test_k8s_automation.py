@@ -104,3 +104,13 @@ def test_passphrase_file_is_private_and_reused(monkeypatch, tmp_path):
     assert passphrase_env(tmp_path / "pulumi") == env and path.read_text() == first
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "mine")
     assert passphrase_env(tmp_path / "other") == {}
+
+
+def test_a_missing_pulumi_sdk_names_the_extra_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pulumi_kubernetes" else real(name, *a))
+    with pytest.raises(MadinfraError) as err:
+        require_pulumi("apply")
+    assert "pulumi_kubernetes" in str(err.value) and "pip install 'madinfra[k8s]'" in str(err.value)
