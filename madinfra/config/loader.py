@@ -55,10 +55,45 @@ def load(path: str | Path, target: str | None = None) -> StackSpec:
     return resolve(raw, source=source, default_name=path.stem)
 
 
+MAX_EXPANDED_VALUES = 100_000
+"""A stack file holds hundreds of values; YAML aliases can make a few lines stand for billions
+(the "billion laughs" file), which would exhaust memory when the tree is copied."""
+
+
+def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded (each node counted once
+    per reference, computed without expanding anything)."""
+    if id(node) in seen:
+        return seen[id(node)]
+    seen[id(node)] = 1  # a recursive alias counts once instead of looping
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, seen) + _expanded_size(v, seen) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, seen) for item in node.value)
+    else:
+        size = 1
+    seen[id(node)] = size
+    return size
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_VALUES:
+            raise ConfigError(
+                source,
+                [("", f"expands to more than {MAX_EXPANDED_VALUES:,} values through YAML aliases (*name); a stack file needs a few hundred: write the values out instead")],
+            )
+        return loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
 def parse_text(text: str, source: str, suffix: str = ".yaml") -> dict[str, Any]:
     """Parse JSON or YAML text into a mapping; a syntax error names the line."""
     try:
-        data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if suffix == ".json" else _load_yaml(text, source)
     except json.JSONDecodeError as exc:
         raise ConfigError(source, [("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")]) from None
     except yaml.YAMLError as exc:

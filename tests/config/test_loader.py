@@ -92,3 +92,23 @@ def test_native_fields(write_stack):
 def test_empty_sections_mean_defaults():
     spec = resolve({"slurm": None, "distributed": None, "env_vars": None})
     assert spec.slurm.partition == "amd-rccl" and spec.distributed.nnodes == 1
+
+
+def test_a_billion_laughs_file_is_refused_before_it_is_expanded(tmp_path):
+    """Nine aliases of nine aliases...: 9^9 values from ten lines. The expanded size is
+    counted on the node graph, so validate refuses it in a small, fixed amount of memory."""
+    import resource
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines + ["k8s: {}"]) + "\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values through YAML aliases"):
+        load(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000, "KB: the tree must not be expanded"
+    small = tmp_path / "anchors.yaml"
+    small.write_text("common: &env {A: '1'}\nenv_vars: *env\nk8s: {}\n")
+    with pytest.raises(ConfigError, match="common"):
+        load(small)  # a small alias loads fine; the unknown top-level key is the only problem
