@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from madinfra.errors import ConfigError
 from madinfra.config.presets import k8s_layers, layered, slurm_layers
+from madinfra.config.option_words import SLURM_OPTION_FIELDS, option_word_problem
 from madinfra.config.unsupported import unsupported_problems
 from madinfra.config.schema import (
     LAUNCHER_ALIASES,
@@ -362,6 +363,11 @@ def semantic_problems(spec: StackSpec) -> Problems:
         if role not in valid_roles:
             problems.append((f"roles.{role}", f"is not a role of launcher {dist.launcher or 'none'}; valid roles: {', '.join(sorted(valid_roles))}"))
     problems.extend(unsupported_problems(spec))
+    if spec.slurm is not None:
+        for key in SLURM_OPTION_FIELDS:
+            problem = option_word_problem(f"slurm.{key}", getattr(spec.slurm, key))
+            if problem:
+                problems.append(problem)
     return problems
 
 

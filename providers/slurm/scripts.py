@@ -24,11 +24,11 @@ checked to be a single printable word.
 from __future__ import annotations
 
 import hashlib
-import re
 import shlex
 from dataclasses import dataclass
 
 from madinfra import naming
+from madinfra.config.option_words import option_word_problem
 from madinfra.config.schema import StackSpec
 from madinfra.errors import ConfigError
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
@@ -53,8 +53,6 @@ without accounting). The comment records the ones madinfra asked for, with their
 live read reports only those, falls back to the recorded value where SLURM shows nothing, and an
 unset option never looks like drift."""
 
-_SAFE_OPTION = re.compile(r"^[!-~]+$")
-_UNSAFE_CHARS = set("'\"\\;")
 
 
 def script_file(role: str) -> str:
@@ -173,7 +171,6 @@ def job_options(spec: StackSpec, role: RoleLaunch) -> JobOptions:
 
 def _check_option_words(spec: StackSpec, options: JobOptions) -> None:
     assert spec.slurm is not None
-    problems = []
     checked = {
         "partition": options.partition,
         "qos": options.qos,
@@ -185,15 +182,9 @@ def _check_option_words(spec: StackSpec, options: JobOptions) -> None:
         "mail_user": spec.slurm.mail_user,
         "mail_type": spec.slurm.mail_type,
     }
-    for key, value in checked.items():
-        if value is not None and not _is_option_word(value):
-            problems.append((f"slurm.{key}", f"{value!r} is not a single SLURM option word; remove spaces, quotes, backslashes, ';' and control characters"))
+    problems = [p for p in (option_word_problem(f"slurm.{key}", value) for key, value in checked.items()) if p]
     if problems:
         raise ConfigError(spec.name, problems)
-
-
-def _is_option_word(value: str) -> bool:
-    return bool(_SAFE_OPTION.match(value)) and not (_UNSAFE_CHARS & set(value))
 
 
 def option_lines(options: JobOptions, comment: str) -> list[str]:

@@ -156,3 +156,8 @@ def test_missing_file(tmp_path):
 def test_nul_characters_are_refused_with_their_path():
     found = dict(problems({"slurm": {}, "env_vars": {"A": "x\x00y"}, "model": {"args": ["ok", "a\x00"]}}))
     assert "NUL character" in found["env_vars.A"] and "NUL character" in found["model.args.1"]
+
+
+def test_slurm_option_words_are_checked_at_validate_by_the_rule_render_uses():
+    path, message = only({"slurm": {"partition": "debug; touch x"}, "distributed": {"launcher": "torchrun"}})
+    assert path == "slurm.partition" and "is not a single SLURM option word" in message
