@@ -32,6 +32,8 @@ from madinfra.errors import ProviderError, TransientProviderError
 
 ENV_TARGET = "MADINFRA_SSH_TARGET"
 TARGET_FLAG = "--ssh-target"
+BANNER_TIMEOUT = 10
+"""Seconds a server has to send its SSH banner after accepting the connection."""
 TRANSIENT_SSH = ("banner", "session not active", "no existing session", "reset", "eof", "timed out", "timeout", "connection dropped", "socket is closed")
 TRANSIENT_SLURM = (
     "socket timed out on send/recv",
@@ -187,11 +189,17 @@ class SlurmConnection:
         return conn
 
     def _new_fabric_connection(self) -> Any:
+        import logging
+
         import fabric
         import paramiko
 
+        # paramiko's transport thread logs every handshake failure with a traceback; without a
+        # handler Python prints them to stderr. The failure reaches the user once, as a sentence.
+        logging.getLogger("paramiko").addHandler(logging.NullHandler())
+        logging.getLogger("paramiko").propagate = False
         target = self.target
-        connect_kwargs: dict[str, Any] = {}
+        connect_kwargs: dict[str, Any] = {"banner_timeout": BANNER_TIMEOUT}
         if target.key_filename:
             if not Path(target.key_filename).is_file():
                 raise ProviderError(f"The SSH key {target.key_filename} named in {target.source} does not exist; fix key_filename")
@@ -258,6 +266,11 @@ class SlurmConnection:
         if isinstance(exc, paramiko.SSHException):
             text = str(exc)
             lowered = text.lower()
+            if "banner" in lowered or "no existing session" in lowered:
+                return TransientProviderError(
+                    f"{label} accepted the connection but no SSH session started (no SSH banner within {BANNER_TIMEOUT} s, or the server closed it); "
+                    f"check that the host and port in {source} are an SSH server's"
+                )
             if any(marker in lowered for marker in TRANSIENT_SSH):
                 return TransientProviderError(f"The SSH connection to {label} failed ({text})")
             if "key" in lowered:

@@ -90,6 +90,47 @@ def test_an_unreachable_host_fails_at_once_with_a_clear_message() -> None:
     assert sleeps == [], "a refused connection is not retried"
 
 
+@pytest.fixture
+def silent_server():
+    """A loopback server that accepts TCP connections and never speaks (stopped by this fixture)."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(timeout=5)
+    for sock in accepted:
+        sock.close()
+    server.close()
+
+
+def test_a_port_that_is_not_ssh_is_one_sentence_without_tracebacks(silent_server, monkeypatch, capfd) -> None:
+    import providers.slurm.connection as connection
+
+    monkeypatch.setattr(connection, "BANNER_TIMEOUT", 1)
+    sleeps: list[float] = []
+    conn = SlurmConnection(SshTarget("127.0.0.1", port=silent_server, user="u", insecure=True, source="target file x"), attempts=2, sleep=sleeps.append)
+    with pytest.raises(ProviderError) as info:
+        conn.run("true", what="Reading")
+    assert "accepted the connection but no SSH session started (no SSH banner within 1 s" in str(info.value)
+    assert "Traceback" not in capfd.readouterr().err, "paramiko's handshake tracebacks must not reach the terminal"
+
+
 def test_a_missing_key_file_is_reported_before_connecting(tmp_path: Path) -> None:
     conn = SlurmConnection(SshTarget("127.0.0.1", port=closed_port(), key_filename=str(tmp_path / "nokey"), source="target file t"))
     with pytest.raises(ProviderError, match="The SSH key .*nokey named in target file t does not exist"):
