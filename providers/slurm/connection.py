@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -86,9 +87,21 @@ def resolve_target(ssh_target: str | None, insecure_flag: bool = False, environ:
         raise ProviderError(f"The SSH target file {value} does not exist; run `scripts/slurm-sandbox up` or pass an existing target file or ssh host alias to {TARGET_FLAG}")
     else:
         target = SshTarget(host=value, source=f"ssh host alias '{value}'")
+    if target.port is None:
+        port = _alias_port(value)
+        if port is not None and not 1 <= port <= 65535:
+            raise ProviderError(f"{port} in {TARGET_FLAG} {value} is not a TCP port; use a port between 1 and 65535 (22 unless your login node says otherwise)")
+    elif not 1 <= target.port <= 65535:
+        raise ProviderError(f"port {target.port} in {target.source} is not a TCP port; use a port between 1 and 65535")
     if insecure_flag and not target.insecure:
         target = SshTarget(**{**target.__dict__, "insecure": True})
     return target
+
+
+def _alias_port(value: str) -> int | None:
+    """The port of ``[user@]host:port`` (Fabric's shorthand), if the value has one."""
+    match = re.fullmatch(r"(?:[^@]+@)?(?:\[[^\]]+\]|[^:@\[\]]+):([0-9]+)", value)
+    return int(match.group(1)) if match else None
 
 
 def load_target_file(path: Path) -> SshTarget:

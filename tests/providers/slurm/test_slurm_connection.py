@@ -246,3 +246,14 @@ def test_sftp_paths_are_relative_to_the_login_directory() -> None:
     assert sftp_path("~/.madinfra/s") == ".madinfra/s"
     assert sftp_path("~") == "."
     assert sftp_path("/scratch/s") == "/scratch/s"
+
+
+@pytest.mark.parametrize("value", ["root@127.0.0.1:99999", "login:0", "[::1]:70000"])
+def test_a_port_outside_the_tcp_range_is_named_not_reported_as_refused(value: str) -> None:
+    with pytest.raises(ProviderError, match="is not a TCP port; use a port between 1 and 65535"):
+        resolve_target(value, environ={})
+
+
+def test_a_target_file_port_outside_the_range_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ProviderError, match=r"port 70000 in .*target.json is not a TCP port"):
+        resolve_target(str(write_target(tmp_path, port=70000)), environ={})
