@@ -57,6 +57,19 @@ def _options(context: str | None, kubeconfig: str | None, ssh_target: str | None
     return ProviderOptions(kubeconfig=kubeconfig, kube_context=context, ssh_target=ssh_target, insecure_skip_host_key_check=insecure)
 
 
+def connection_flags(options: ProviderOptions) -> str:
+    """The flags the user connected with, for commands suggested in hints (so they work as printed)."""
+    import shlex
+
+    parts = []
+    for flag, value in (("--ssh-target", options.ssh_target), ("--context", options.kube_context), ("--kubeconfig", options.kubeconfig)):
+        if value:
+            parts.append(f"{flag} {shlex.quote(str(value))}")
+    if options.insecure_skip_host_key_check:
+        parts.append("--insecure-skip-host-key-check")
+    return "".join(" " + part for part in parts)
+
+
 @contextmanager
 def _stack(stack_file: Path, state_dir: Path, options: ProviderOptions) -> Iterator[StackContext]:
     from madinfra.engine.pipeline import open_stack
@@ -116,7 +129,8 @@ def plan(
     from madinfra.render.json_plan import dumps, plan_to_data
 
     console, _ = _consoles(no_color)
-    with _stack(stack_file, state_dir, _options(context, kubeconfig, ssh_target, insecure_skip_host_key_check)) as ctx:
+    options = _options(context, kubeconfig, ssh_target, insecure_skip_host_key_check)
+    with _stack(stack_file, state_dir, options) as ctx:
         state = ctx.store.load(ctx.name)
         result = compute_plan(ctx.spec, ctx.provider, state, stack_file=stack_file, fingerprint=ctx.fingerprint, only=only or (), destroy=destroy, replace=replace or ())
     if out is not None:
@@ -129,7 +143,7 @@ def plan(
     else:
         print_plan(result, console, ctx.redactor)
         if out is not None:
-            console.print(f"\nSaved the plan to {out}; apply exactly this plan with `madinfra apply {out}`.", markup=False)
+            console.print(f"\nSaved the plan to {out}; apply exactly this plan with `madinfra apply {out}{connection_flags(options)}`.", markup=False)
     if detailed_exitcode and result.has_changes:
         raise typer.Exit(2)
 
@@ -241,7 +255,7 @@ def _run_apply(stack_file, state_dir, options, console, err, *, only, replace, y
             raise MadinfraError(
                 ctx.redactor.text(
                     f"{command.capitalize()} incomplete: {len(result.failed)} change(s) failed and {len(result.skipped)} were skipped ({'; '.join(problems)}); "
-                    f"everything else was applied and recorded, and `madinfra plan {stack_file}` shows what is left"
+                    f"everything else was applied and recorded, and `madinfra plan {stack_file}{connection_flags(options)}` shows what is left"
                 )
             )
         if destroy:

@@ -401,3 +401,12 @@ def test_apply_killed_between_changes_loses_nothing(cli):
     code, out, err = cli.run("apply", cli.stack, "--yes")
     assert code == 0 and f"stale lock of stack 'demo' left by pid {victim.pid}" in err
     assert cli.run("plan", cli.stack, "--detailed-exitcode")[0] == 0
+
+
+def test_suggested_commands_carry_the_connection_flags_so_they_work_as_printed():
+    from madinfra.cli.engine_cmds import connection_flags
+    from madinfra.resources import ProviderOptions
+
+    assert connection_flags(ProviderOptions(ssh_target="/tmp/t arget.json", insecure_skip_host_key_check=True)) == " --ssh-target '/tmp/t arget.json' --insecure-skip-host-key-check"
+    assert connection_flags(ProviderOptions(kube_context="lab", kubeconfig="/k")) == " --context lab --kubeconfig /k"
+    assert connection_flags(ProviderOptions()) == ""
