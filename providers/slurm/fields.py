@@ -28,4 +28,12 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("workdir", "%Z"),
     ("comment", "%k"),
 )
-FORMAT = "|".join(code for _, code in FIELDS)
+SEPARATOR = "\x1f"
+"""ASCII unit separator between fields. ``|`` was used first, but it is legal inside a field
+(Slurm's OR constraint ``a|b``, a path, a comment) and shifted every field after it."""
+LEGACY_SEPARATOR = "|"
+"""End markers written by older madinfra versions still use it; the comment is then last."""
+FORMAT = SEPARATOR.join(code for _, code in FIELDS)
+FORMAT_SHELL = "\"$(printf '" + FORMAT.replace("%", "%%").replace(SEPARATOR, "\\037") + "')\""
+"""FORMAT as one shell word: printf turns ``\037`` into the separator in any POSIX shell, and
+job scripts and SSH commands stay printable."""

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from providers.slurm.fields import FORMAT
+from providers.slurm.fields import FORMAT_SHELL
 
 STATUS_DIR = "status"
 _MARKER_NAME = re.compile(r"^(?P<role>[A-Za-z0-9_-]+)\.(?P<job>\d+)$")
@@ -55,7 +55,7 @@ def trap_lines(role: str) -> list[str]:
         '  [ -z "${madinfra_signalled:-}" ] || return 0',
         '  mkdir -p "$madinfra_status"',
         f"  {{ printf 'exit=%s\\nend=%s\\nrow=' \"$1\" \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\";"
-        f" squeue -h -a -j \"$SLURM_JOB_ID\" -o '{FORMAT}'; }} > \"$madinfra_marker.tmp\" 2>/dev/null",
+        f" squeue -h -a -j \"$SLURM_JOB_ID\" -o {FORMAT_SHELL}; }} > \"$madinfra_marker.tmp\" 2>/dev/null",
         '  mv -f "$madinfra_marker.tmp" "$madinfra_marker"',
         "}",
         "trap 'madinfra_signalled=1; exit 143' TERM INT",

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from madinfra import naming
 from madinfra.resources import Resource
 from providers.slurm import scripts, units
-from providers.slurm.fields import FIELDS, FORMAT
+from providers.slurm.fields import FIELDS, FORMAT_SHELL, LEGACY_SEPARATOR, SEPARATOR
 from providers.slurm.markers import EndMarker
 
 
@@ -41,7 +41,7 @@ def squeue_command(job_ids: Iterable[str] = ()) -> str:
     """
     ids = ",".join(job_ids)
     selector = f" --jobs={ids}" if ids else ""
-    return f"squeue -h -a --me{selector} -o '{FORMAT}'"
+    return f"squeue -h -a --me{selector} -o {FORMAT_SHELL}"
 
 
 @dataclass(frozen=True)
@@ -86,15 +86,17 @@ class JobRow:
 def parse_squeue(text: str) -> list[JobRow]:
     """Rows of ``squeue -h -o FORMAT`` output; blank lines and short lines are skipped.
 
-    The comment is the last field and may itself contain ``|``: everything after the last
-    separator of the other fields belongs to it.
+    Fields are split on the unit separator, which no field can contain; a row with none is an
+    end marker of an older madinfra, split on ``|`` with the comment last.
     """
     rows = []
     count = len(FIELDS)
-    for line in text.splitlines():
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
         if not line.strip():
             continue
-        parts = line.split("|", count - 1)
+        separator = SEPARATOR if SEPARATOR in line else LEGACY_SEPARATOR
+        parts = line.split(separator, count - 1)
         if len(parts) != count:
             continue
         values = {name: part.strip() if name != "comment" else part.rstrip("\r\n") for (name, _), part in zip(FIELDS, parts)}

@@ -51,7 +51,7 @@ def row_text(resource: Resource, job_id: str, state: str = "RUNNING") -> str:
         "reason": "None", "oversubscribe": "OK", "qos": "(null)", "account": "(null)", "constraint": "(null)", "req_nodes": "",
         "exc_nodes": "", "reservation": "(null)", "mem": "0", "workdir": "/home/u/.madinfra/demo", "comment": spec["submit"]["comment"],
     }
-    return "|".join(values[name] for name, _ in squeue.FIELDS) + "\n"
+    return squeue.SEPARATOR.join(values[name] for name, _ in squeue.FIELDS) + "\n"
 
 
 def provider_with(handler, **kwargs) -> tuple[SlurmProvider, FakeConnection]:

@@ -29,7 +29,7 @@ def live_from(resource: Resource, *, state: str = "RUNNING", job_id: str = "77",
         "mem": spec.get("mem") or "0", "workdir": "/home/u/.madinfra/demo", "comment": spec["submit"]["comment"],
     }
     fields.update(row_overrides)
-    text = "|".join(fields[name] for name, _ in squeue.FIELDS)
+    text = squeue.SEPARATOR.join(fields[name] for name, _ in squeue.FIELDS)
     (live,) = squeue.to_resources(squeue.parse_squeue(text), "demo")
     return live
 

@@ -330,3 +330,15 @@ def test_an_ssh_config_alias_is_a_target_with_its_identity_and_known_hosts(sandb
     )
     failed = stack.cli("plan", str(stack.path), "--ssh-target", "madinfra-sandbox", env=env_home, check=False)
     assert failed.returncode == 1 and "is not in known_hosts" in failed.stderr
+
+
+def test_a_slurm_or_constraint_is_read_back_as_written(sandbox_stack) -> None:
+    """`a|b` is legal Slurm (either feature): squeue's fields must not shift, so the job is
+    not replaced on every apply."""
+    stack = sandbox_stack
+    stack.write(sleeper(slurm={"partition": "debug", "nodes": 1, "gpus_per_node": 0, "time": "5", "exclusive": False, "ready_timeout": 60, "constraint": "sandbox|fakegpu"}))
+    stack.cli("apply", str(stack.path), "--yes")
+    job = only_job(stack)
+    assert stack.sandbox.scontrol_job(job["id"])["Features"] == "sandbox|fakegpu"
+    again = stack.cli("plan", str(stack.path), "--detailed-exitcode", check=False)
+    assert again.returncode == 0, again.stdout

@@ -12,15 +12,15 @@ COMMENT = "madinfra:stack=demo;resource=slurm/Job/worker;script=abc123"
 def line(job_id="17", name="madinfra.demo.worker", state="RUNNING", time="10:00", nodes="2", nodelist="node[1-2]",
          partition="debug", tres="gres:gpu:4", reason="None", oversub="OK", qos="(null)", account="(null)",
          constraint="(null)", req="", exc="", resv="(null)", mem="0", workdir="/root/.madinfra/demo", comment=COMMENT) -> str:
-    return "|".join([job_id, name, state, time, nodes, nodelist, partition, tres, reason, oversub, qos, account,
+    return squeue.SEPARATOR.join([job_id, name, state, time, nodes, nodelist, partition, tres, reason, oversub, qos, account,
                      constraint, req, exc, resv, mem, workdir, comment])
 
 
 def test_the_live_read_is_one_squeue_call_with_every_field() -> None:
     command = squeue.squeue_command()
-    assert command.startswith("squeue -h -a --me -o '")
-    assert command.count("|") == len(squeue.FIELDS) - 1
-    assert command.endswith("|%k'"), "the comment must come last: it is the only free-text field"
+    assert command.startswith("squeue -h -a --me -o \"$(printf '")
+    assert command.count("\\037") == len(squeue.FIELDS) - 1
+    assert command.endswith("\\037%%k')\""), "the comment must come last: it is the only free-text field"
     assert "--jobs=5,6" in squeue.squeue_command(["5", "6"])
 
 
@@ -125,3 +125,24 @@ def test_scontrol_records_keep_values_with_spaces() -> None:
     assert record["OS"] == "Linux 6.1 #1 SMP PREEMPT_DYNAMIC @0"
     assert record["Reason"] == "being fixed [root@2026]"
     assert record["Gres"] == "gpu:4"
+
+
+
+def test_a_slurm_or_constraint_does_not_shift_the_fields_after_it() -> None:
+    """``a|b`` is Slurm's OR syntax for a constraint: with ``|`` as the separator every later
+    field moved one to the right and the job looked changed on every plan."""
+    (row,) = squeue.parse_squeue(line(constraint="mi300x|mi250", comment="madinfra:stack=demo"))
+    assert row.constraint == "mi300x|mi250" and row.comment == "madinfra:stack=demo"
+
+
+def test_end_markers_of_an_older_madinfra_still_parse() -> None:
+    legacy = line(comment="a|b").replace(squeue.SEPARATOR, "|")
+    (row,) = squeue.parse_squeue(legacy)
+    assert row.job_id == "17" and row.comment == "a|b"
+
+
+def test_the_format_reaches_squeue_as_one_word_in_a_posix_shell() -> None:
+    import subprocess
+
+    printed = subprocess.run(["sh", "-c", f"printf '%s' {squeue.FORMAT_SHELL}"], capture_output=True, text=True, check=True).stdout
+    assert printed == squeue.SEPARATOR.join(code for _, code in squeue.FIELDS)
