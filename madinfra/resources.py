@@ -35,6 +35,10 @@ class UpdateRules:
     managed_fields_only: bool = False
     compared_when_unset: tuple[str, ...] = ()
     whole_fields: tuple[str, ...] = ()
+    explained_by: tuple[tuple[str, str], ...] = ()
+    """``(digest field, text path)`` pairs: a field compared by its digest (``script_sha256``) and
+    where the spec keeps the text it digests (``submit.script``), so the plan can show which lines
+    of the text changed, from the text the state recorded at the last apply."""
     """With ``managed_fields_only``: mappings (or order-free named lists) madinfra owns entirely,
     so a key the live object has and the desired spec lacks is a difference (a removed env var,
     a file gone from the scripts ConfigMap); the server never adds keys there."""
@@ -72,6 +76,8 @@ class FieldChange:
     before: Any
     after: Any
     forces_replace: bool = False
+    details: tuple[str, ...] = ()
+    """Lines explaining the change where before/after are digests (which env var of a script)."""
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from madinfra.errors import MadinfraError
+from madinfra.planner.explain import UNKNOWN_BEFORE, text_at, text_differences
 from madinfra.planner.diff import ABSENT, FieldDiff, diff_specs, flatten, format_path
 from madinfra.planner.normalise import canonical_json, comparable_live, normalise, overlaps, sha256_label
 from madinfra.planner.order import match_ids, order_changes, select
@@ -241,7 +242,7 @@ def _change_for(want: Resource, have: Resource | None, applied: AppliedRecord | 
     for diff in diffs:
         forced = overlaps(diff.path, rules.force_replace)
         when_running = running and overlaps(diff.path, rules.replace_when_running)
-        fields.append(_field(diff, forced or when_running))
+        fields.append(_field(diff, forced or when_running, _details(diff, want, have, applied, rules)))
         if forced:
             reasons.append(f"{format_path(diff.path)} forces replacement")
         elif when_running:
@@ -256,10 +257,42 @@ def _change_for(want: Resource, have: Resource | None, applied: AppliedRecord | 
     return Change(action, want.id, want, have, fields=fields, reasons=reasons, drift=drift)
 
 
-def _field(diff: FieldDiff, forces: bool) -> FieldChange:
+def _field(diff: FieldDiff, forces: bool, details: tuple[str, ...] = ()) -> FieldChange:
     before = None if diff.before is ABSENT else diff.before
     after = None if diff.after is ABSENT else diff.after
-    return FieldChange(format_path(diff.path), before, after, forces)
+    return FieldChange(format_path(diff.path), before, after, forces, details)
+
+
+def _details(diff: FieldDiff, want: Resource, have: Resource, applied: AppliedRecord | None, rules: UpdateRules) -> tuple[str, ...]:
+    """The differing lines behind a changed digest field, from the text the state recorded.
+
+    The recorded text is only the live one while the live digest is the one madinfra applied;
+    otherwise (no state, or the resource was replaced outside madinfra) the plan says it cannot
+    tell rather than showing differences against a text that is not running.
+    """
+    path = format_path(diff.path)
+    for digest_field, text_path in rules.explained_by:
+        if path != digest_field:
+            continue
+        new_text = text_at(want.spec, text_path)
+        old_text = text_at(applied.spec, text_path) if applied is not None and not applied.tainted else None
+        if new_text is None:
+            return ()
+        if old_text is None or applied is None or applied.spec.get(digest_field) != have.spec.get(digest_field):
+            return (UNKNOWN_BEFORE,)
+        ignore = tuple(str(v) for v in (have.spec.get(digest_field), want.spec.get(digest_field)) if v)
+        return tuple(text_differences(old_text, new_text, _digest_spellings(ignore)))
+    return ()
+
+
+def _digest_spellings(digests: tuple[str, ...]) -> tuple[str, ...]:
+    """A digest as the spec holds it (``sha256:<hex>``) and as a script comment may carry it."""
+    out: list[str] = []
+    for digest in digests:
+        out.append(digest)
+        if ":" in digest:
+            out.append(digest.split(":", 1)[1])
+    return tuple(out)
 
 
 def _gpu_delta(change: Change) -> int:

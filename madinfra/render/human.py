@@ -74,6 +74,7 @@ def change_lines(change: Change, redactor: Redactor) -> list[Text]:
     lines.append(head)
     for fc in change.fields:
         lines.append(field_line(fc, change.action, redactor))
+        lines.extend(Text(redactor.text(f"          {detail}"), style="dim") for detail in fc.details)
     return lines
 
 

@@ -13,7 +13,7 @@ from madinfra.planner.plan import SYMBOLS, Plan
 from madinfra.resources import Change, FieldChange, Resource
 from madinfra.secrets import Redactor
 
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 
 
 def resource_to_data(resource: Resource) -> dict[str, Any]:
@@ -46,7 +46,13 @@ def resource_from_data(data: dict[str, Any]) -> Resource:
 
 
 def field_to_data(change: FieldChange) -> dict[str, Any]:
-    return {"path": change.path, "before": change.before, "after": change.after, "forces_replacement": change.forces_replace}
+    return {
+        "path": change.path,
+        "before": change.before,
+        "after": change.after,
+        "forces_replacement": change.forces_replace,
+        "details": list(change.details),
+    }
 
 
 def change_to_data(change: Change) -> dict[str, Any]:

@@ -20,6 +20,7 @@ text (covered by ``script_sha256``), the files to upload, endpoint and readiness
 JOB_RULES = UpdateRules(
     force_replace=("script_sha256", "exclusive"),
     server_owned=(SUBMIT_KEY,),
+    explained_by=(("script_sha256", f"{SUBMIT_KEY}.script"),),
     replace_when_running=(
         "partition",
         "nodes",

@@ -17,7 +17,7 @@ def test_json_plan_shape():
     desired = [Resource("job", "j", {"spec": {"partition": "b", "n": 1}}, gpus=8, workload=True), Resource("vol", "v", {"spec": {"size": 1}})]
     p = make_plan(desired, live, None, rules_for, stack="demo", stack_fingerprint="sha256:abc")
     data = json.loads(dumps(plan_to_data(p)))
-    assert data["format_version"] == FORMAT_VERSION == "1.1"
+    assert data["format_version"] == FORMAT_VERSION == "1.2"
     assert data["summary"] == {"add": 1, "change": 0, "replace": 1, "destroy": 1}
     assert data["has_changes"] is True and data["gpus"] == {"before": 8, "after": 8}
     assert [(c["action"], c["address"], c["symbol"]) for c in data["changes"]] == [
@@ -27,7 +27,7 @@ def test_json_plan_shape():
     ]
     job = data["changes"][1]
     assert job["replace_paths"] == ["spec.partition"] and job["provider_id"] == "42" and job["workload"] is True
-    assert job["fields"] == [{"path": "spec.partition", "before": "a", "after": "b", "forces_replacement": True}]
+    assert job["fields"] == [{"path": "spec.partition", "before": "a", "after": "b", "forces_replacement": True, "details": []}]
     assert data["changes"][2]["before"] is None and data["changes"][0]["after"] is None
     assert data["restarts"] == [{"address": "job/j", "action": "replace"}]
     assert data["fingerprints"] == {"live": p.live_fingerprint, "stack_file": "sha256:abc"}
