@@ -24,6 +24,9 @@ from typing import Callable
 from madinfra.errors import MadinfraError
 
 _HALF_WRITTEN_GRACE = 2.0
+WAIT_NOTICE_EVERY = 10.0
+"""Seconds between "still waiting" lines while a lock is held by someone else: a CI log or a
+pipe shows no spinner, and a silent command looks hung."""
 """Seconds a lock file may be empty: its creator is between ``open`` and ``write``."""
 
 
@@ -107,7 +110,9 @@ class StateLock:
 
     def acquire(self) -> LockInfo:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.timeout
+        started = time.monotonic()
+        deadline = started + self.timeout
+        next_notice = started
         while True:
             info = self._try_create()
             if info is not None:
@@ -121,8 +126,13 @@ class StateLock:
             if holder is None and self._being_written():
                 time.sleep(0.05)
                 continue
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise self._held_error(holder)
+            if now >= next_notice:
+                who = holder.describe() if holder else "another process"
+                self.notify(f"Waiting for the lock of stack '{self.stack}', held by {who} ({now - started:.0f}s of {self.timeout:g}s)...")
+                next_notice = now + WAIT_NOTICE_EVERY
             time.sleep(max(0.01, min(self.poll, deadline - time.monotonic())))
 
     def release(self) -> None:

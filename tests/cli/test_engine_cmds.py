@@ -375,6 +375,7 @@ def test_concurrent_apply_waits_for_the_lock_then_names_the_holder(cli):
         assert code == 1 and time.monotonic() - started >= 0.9
         assert f"locked by pid {holder.pid} on host {socket.gethostname()}" in err
         assert "madinfra apply stack.yaml" in err and "force-unlock" in err
+        assert err.count("Waiting for the lock of stack 'demo'") == 1, "one notice when the wait starts, then every 10 s"
     finally:
         holder.kill()
         holder.communicate(timeout=20)

@@ -28,6 +28,25 @@ def test_plain_lines_when_not_a_terminal():
     ]
 
 
+def test_a_long_quiet_step_is_repeated_with_its_duration_when_not_a_terminal(monkeypatch):
+    import time
+
+    from madinfra.render import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "HEARTBEAT_EVERY", 0.3)
+    out = io.StringIO()
+    with ApplyProgress(Console(file=out, width=200), 1) as progress:
+        progress("job/j", "job 7 is PENDING (Resources)")
+        time.sleep(1.1)
+        progress.outcome(change(), None)
+        time.sleep(0.7)  # nothing in flight after the outcome: no more lines
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "job/j: job 7 is PENDING (Resources)" and lines[-1] == "job/j: created"
+    repeats = lines[1:-1]
+    assert 2 <= len(repeats) <= 4, lines
+    assert all(r.startswith("job/j: job 7 is PENDING (Resources) (still in progress, ") and r.endswith("s)") for r in repeats)
+
+
 def test_progress_bar_on_a_terminal_keeps_the_outcome_lines():
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=120)

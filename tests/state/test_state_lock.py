@@ -70,6 +70,27 @@ def test_concurrent_process_waits_up_to_the_timeout_then_names_the_holder(holder
     assert "after waiting 1s" in str(err.value)
 
 
+def test_a_waiting_process_says_so_at_once_and_then_at_every_interval(holder, monkeypatch):
+    from madinfra.state import lock as lock_module
+
+    monkeypatch.setattr(lock_module, "WAIT_NOTICE_EVERY", 0.5)
+    proc, path = holder
+    messages: list[str] = []
+    with pytest.raises(MadinfraError):
+        StateLock(path, command="madinfra apply", stack="demo", timeout=1.6, notify=messages.append).acquire()
+    assert 3 <= len(messages) <= 5, messages
+    assert messages[0].startswith(f"Waiting for the lock of stack 'demo', held by pid {proc.pid} on host")
+    assert "(0s of 1.6s)" in messages[0] and "command: madinfra apply held.yaml" in messages[0]
+
+
+def test_no_wait_means_no_waiting_notice(holder):
+    _, path = holder
+    messages: list[str] = []
+    with pytest.raises(MadinfraError):
+        StateLock(path, command="madinfra apply", stack="demo", notify=messages.append).acquire()
+    assert messages == []
+
+
 def test_waiting_process_gets_the_lock_when_the_holder_releases(tmp_path):
     path = tmp_path / "demo.lock"
     script = "import sys,time\nfrom madinfra.state.lock import StateLock\nwith StateLock(sys.argv[1], command='x'):\n    print('locked', flush=True)\n    time.sleep(0.8)\n"
