@@ -224,7 +224,8 @@ def _run_apply(stack_file, state_dir, options, console, err, *, only, replace, y
     from madinfra.engine.pipeline import collect_outputs, compute_plan, rules_for
     from madinfra.engine.run import apply_plan
     from madinfra.render.human import print_plan
-    from madinfra.render.progress import ApplyProgress
+    from madinfra.interrupt import GracefulInterrupt
+    from madinfra.render.progress import ApplyProgress, interrupted_summary
     from madinfra.render.show import print_outputs
 
     command = "destroy" if destroy else "apply"
@@ -241,8 +242,13 @@ def _run_apply(stack_file, state_dir, options, console, err, *, only, replace, y
                 err.print(f"{command.capitalize()} cancelled; nothing was changed.", markup=False)
                 raise typer.Exit(1)
         rules = rules_for(ctx.provider)
-        with ApplyProgress(console, len(fresh.changes), ctx.redactor, title="Destroying" if destroy else "Applying") as progress:
+        with GracefulInterrupt(lambda message: err.print(message, markup=False)), ApplyProgress(
+            console, len(fresh.changes), ctx.redactor, title="Destroying" if destroy else "Applying"
+        ) as progress:
             result = apply_plan(fresh, ctx.provider, ctx.store, state, rules, progress, progress.outcome)
+        if result.interrupted and not result.ok:
+            err.print(ctx.redactor.text(interrupted_summary(command, result.done, result.failed, result.skipped, f"madinfra plan {stack_file}{connection_flags(options)}")), markup=False)
+            raise typer.Exit(130)
         outputs = None
         if result.ok and (fresh.has_changes or not state.outputs):
             outputs = {} if destroy and not only else collect_outputs(ctx.provider, ctx.spec, ctx.provider.read(ctx.name))

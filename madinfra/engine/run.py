@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from madinfra.engine.recorder import Outcome, StateRecorder
-from madinfra.engine.scheduler import ChangeSkipped
+from madinfra.engine.scheduler import INTERRUPTED_BEFORE, ChangeSkipped, NotStarted
+from madinfra.interrupt import stop_requested
 from madinfra.planner.plan import Plan, RulesFor
 from madinfra.resources import Change, ProgressCallback, Provider
 from madinfra.state.store import State, StateStore
@@ -24,6 +25,8 @@ class ApplyResult:
     done: list[Change] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+    """The user pressed Ctrl-C: some changes were not started (``skipped``), or one was cut off."""
 
     @property
     def ok(self) -> bool:
@@ -53,10 +56,24 @@ def apply_plan(
     if not plan.changes:
         return result
     provider_error: Exception | None = None
+    started: dict[str, str] = {}
+
+    def tracked(rid: str, message: str) -> None:
+        started[rid] = message
+        progress(rid, message)
+
     try:
-        provider.apply(list(plan.changes), progress, recorder)
+        provider.apply(list(plan.changes), tracked, recorder)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        _record_interrupted(plan.changes, started, recorder)
     except Exception as exc:  # noqa: BLE001 - report it against the changes it left undone
         provider_error = exc
+    if stop_requested() and not result.interrupted:
+        # A provider that stopped between its own steps after a first Ctrl-C (Kubernetes) leaves
+        # the rest unreported: those are not started, not failed.
+        result.interrupted = True
+        _record_interrupted(plan.changes, started, recorder)
     for change in plan.changes:
         rid = change.resource_id
         if rid not in recorder.outcomes:
@@ -73,3 +90,17 @@ def apply_plan(
         else:
             result.failed[rid] = str(error) or error.__class__.__name__
     return result
+
+
+def _record_interrupted(changes: list[Change], started: dict[str, str], recorder: StateRecorder) -> None:
+    """After a hard Ctrl-C: the changes that had started but not finished are marked interrupted
+    in state (so the next plan calls the difference madinfra's own unfinished change, not a
+    change made outside madinfra); those never started are reported as not started."""
+    for change in changes:
+        rid = change.resource_id
+        if rid in recorder.outcomes:
+            continue
+        if rid in started:
+            recorder(change, None, RuntimeError(f"interrupted (Ctrl-C) while {started[rid]}; it may be half done"))
+        else:
+            recorder(change, None, NotStarted(f"{rid} {INTERRUPTED_BEFORE}"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from madinfra.errors import MadinfraError, ProviderError
+from madinfra.interrupt import stop_requested
 from madinfra.planner.order import order_changes
 from madinfra.resources import Change, ProgressCallback, RecordCallback, Resource
 
@@ -27,6 +28,13 @@ DeleteFn = Callable[[Resource], None]
 
 class ChangeSkipped(MadinfraError):
     """A change that was not attempted because a change it depends on failed or was skipped."""
+
+
+class NotStarted(ChangeSkipped):
+    """A change not attempted because the user interrupted the apply (Ctrl-C) before it."""
+
+
+INTERRUPTED_BEFORE = "was not started because the apply was interrupted (Ctrl-C)"
 
 
 class ReplaceIncomplete(ProviderError):
@@ -64,8 +72,10 @@ def apply_sequentially(
     ``progress`` receives what is being started ("creating", ...); outcomes (done, failed, skipped)
     go to ``record`` only, which the engine also uses to display them.
 
-    ``KeyboardInterrupt`` and other ``BaseException``s still propagate: every change finished
-    before them has already been recorded.
+    After a first Ctrl-C (:mod:`madinfra.interrupt`) the change in flight finishes and the rest
+    are recorded as not started. ``KeyboardInterrupt`` (a second Ctrl-C) and other
+    ``BaseException``s still propagate: every change finished before them has already been
+    recorded, and the engine marks the one in flight.
     """
     result = SequentialResult()
     ordered = order_changes(list(changes))
@@ -73,6 +83,10 @@ def apply_sequentially(
     dependents_of_delete = _delete_dependents(ordered)
     for change in ordered:
         rid = change.resource_id
+        if stop_requested():
+            result.skipped[rid] = INTERRUPTED_BEFORE
+            record(change, None, NotStarted(f"{rid} {INTERRUPTED_BEFORE}"))
+            continue
         blocker = _blocker(change, blocked, dependents_of_delete)
         if blocker is not None:
             reason = f"skipped because {blocker} did not complete"

@@ -111,3 +111,17 @@ def _skipped(error: Exception) -> bool:
     from madinfra.engine.scheduler import ChangeSkipped
 
     return isinstance(error, ChangeSkipped)
+
+
+def interrupted_summary(command: str, done_changes: list[Change], failed: dict[str, str], skipped: dict[str, str], plan_command: str) -> str:
+    """What an interrupted apply did and did not do, in one paragraph for stderr."""
+    done = ", ".join(f"{c.resource_id} ({_DONE[c.action]})" for c in done_changes) or "nothing"
+    cut = [f"{rid} ({why})" for rid, why in failed.items()]
+    not_started = list(skipped)
+    parts = [f"{command.capitalize()} interrupted. Done: {done}."]
+    if cut:
+        parts.append(f"Cut off or failed: {'; '.join(cut)}.")
+    if not_started:
+        parts.append(f"Not started: {', '.join(not_started)}.")
+    parts.append(f"State records all of this; `{plan_command}` shows what is left, and applying again finishes it.")
+    return " ".join(parts)

@@ -45,7 +45,8 @@ def _sync(record: Any, have: Resource | None, rules_for: RulesFor) -> str:
     if have is None:
         return "missing on the cluster"
     if record.tainted:
-        return "last apply failed"
+        # madinfra's own unfinished change, not someone else's edit
+        return "last apply interrupted" if (record.error or "").startswith("interrupted") else "last apply failed"
     rules = rules_for(have.kind)
     live = canonical_json(comparable_live(have.spec, record.spec, None, rules))
     return "in sync" if live == canonical_json(normalise(record.spec, rules)) else "changed outside madinfra"

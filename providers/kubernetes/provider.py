@@ -18,6 +18,7 @@ from typing import Any
 
 from madinfra.config.schema import StackSpec
 from madinfra.errors import MadinfraError, ProviderError
+from madinfra.interrupt import stop_requested
 from madinfra.launchers.model import LaunchPlan
 from madinfra.naming import MANAGED_BY_LABEL, MANAGED_BY_VALUE, STACK_LABEL, label_value
 from madinfra.resources import Change, ProgressCallback, ProviderOptions, RecordCallback, Resource, UpdateRules
@@ -300,6 +301,8 @@ class KubernetesProvider:
         if must_diff:
             self._check_preview(stack, changes, plan_routes)
         for step in rollout.steps(changes):
+            if stop_requested():
+                return  # Ctrl-C: the engine reports the remaining changes as not started
             self._apply_step(stack, step, router, progress, plan_routes)
 
     def _pulumi_targets(self, step: list[Change], plan_routes: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -411,3 +411,63 @@ def test_suggested_commands_carry_the_connection_flags_so_they_work_as_printed()
     assert connection_flags(ProviderOptions(ssh_target="/tmp/t arget.json", insecure_skip_host_key_check=True)) == " --ssh-target '/tmp/t arget.json' --insecure-skip-host-key-check"
     assert connection_flags(ProviderOptions(kube_context="lab", kubeconfig="/k")) == " --context lab --kubeconfig /k"
     assert connection_flags(ProviderOptions()) == ""
+
+
+def _interrupt_when(proc: subprocess.Popen, predicate, times: int = 1) -> tuple[str, str]:
+    """Send SIGINT to the spawned apply once ``predicate`` holds (``times`` times, 0.3 s apart)."""
+    try:
+        wait_for(predicate)
+        for _ in range(times):
+            os.kill(proc.pid, signal.SIGINT)
+            time.sleep(0.3)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=20)
+    return out, err
+
+
+def _in_flight(cli: Cli) -> list | None:
+    return json.loads(cli.store_path.read_text()).get("in_flight")
+
+
+def test_ctrl_c_finishes_the_change_in_flight_and_starts_nothing_else(cli):
+    cli.store.set("sleep", {"mem_job/demo": 2})
+    victim = cli.spawn("apply", "stack.yaml", "--yes")
+    out, err = _interrupt_when(victim, lambda: _in_flight(cli) == ["create", "mem_job/demo"])
+    assert victim.returncode == 130, (out, err)
+    assert "Interrupt received: finishing the change in flight" in err
+    assert "Apply interrupted. Done: mem_volume/demo-data (created), mem_job/demo (created)." in err
+    assert "Not started: mem_service/demo-svc, mem_config/demo-a." in err and "madinfra plan stack.yaml" in err
+    assert "Traceback" not in err
+    assert set(cli.live()) == {"mem_volume/demo-data", "mem_job/demo"}
+    state = json.loads(state_file(cli).read_text())
+    assert sorted(r["name"] for r in state["resources"]) == ["demo", "demo-data"]
+    assert not any(r.get("tainted") for r in state["resources"])
+    cli.store.set("sleep", {})
+    _, out, _ = cli.run("plan", cli.stack, "--json")
+    changes = json.loads(out)["changes"]
+    assert [(c["action"], c["address"], c["reasons"]) for c in changes] == [
+        ("create", "mem_service/demo-svc", []),
+        ("create", "mem_config/demo-a", []),
+    ]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_state_says_the_change_was_interrupted(cli):
+    cli.run("apply", cli.stack, "--yes")
+    cli.write(partition="p2")
+    cli.store.set("sleep", {"mem_job/demo": 30})
+    victim = cli.spawn("apply", "stack.yaml", "--yes")
+    out, err = _interrupt_when(victim, lambda: _in_flight(cli) == ["delete", "mem_job/demo"], times=2)
+    assert victim.returncode == 130, (out, err)
+    assert "Apply interrupted. Done: nothing." in err
+    assert "mem_job/demo (interrupted (Ctrl-C) while replacing: destroying the old one; it may be half done)" in err
+    state = {r["name"]: r for r in json.loads(state_file(cli).read_text())["resources"]}
+    assert state["demo"]["tainted"] and "interrupted (Ctrl-C)" in state["demo"]["error"]
+    cli.store.set("sleep", {})
+    _, out, _ = cli.run("plan", cli.stack)
+    assert "# mem_job/demo will be replaced" in out and "the previous apply of this resource failed" in out
+    assert "changed outside madinfra" not in out
+    _, out, _ = cli.run("show", cli.stack, "--json")
+    assert {r["address"]: r["sync"] for r in json.loads(out)["resources"]}["mem_job/demo"] == "last apply interrupted"

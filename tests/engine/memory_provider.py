@@ -173,6 +173,8 @@ class MemoryProvider:
         self.store.reload()
         delay = self.store.data["sleep"].get(rid)
         if delay:
+            self.store.data["in_flight"] = [op, rid]  # tests interrupt an apply in this sleep
+            self.store.save()
             time.sleep(delay)
             self.store.reload()
         message = self.store.data["fail"].get(rid)
