@@ -12,7 +12,7 @@ methods (with ``getattr``) and works without them:
   "Workloads that will restart"; replacements and deletes of workloads always are).
 """
 
-from madinfra.engine.scheduler import (
+from madinfra.sequential import (
     ChangeSkipped,
     CreateFn,
     DeleteFn,

@@ -11,7 +11,7 @@ import copy
 import threading
 from typing import Callable
 
-from madinfra.engine.scheduler import ChangeSkipped
+from madinfra.sequential import ChangeSkipped
 from madinfra.errors import MadinfraError
 from madinfra.planner.normalise import canonical_json, comparable_live, normalise, spec_hash
 from madinfra.planner.plan import Plan, RulesFor

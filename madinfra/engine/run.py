@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from madinfra.engine.recorder import Outcome, StateRecorder
-from madinfra.engine.scheduler import INTERRUPTED_BEFORE, ChangeSkipped, NotStarted
+from madinfra.sequential import INTERRUPTED_BEFORE, ChangeSkipped, NotStarted
 from madinfra.interrupt import stop_requested
 from madinfra.planner.plan import Plan, RulesFor
 from madinfra.resources import Change, ProgressCallback, Provider

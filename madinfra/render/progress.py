@@ -108,7 +108,7 @@ class ApplyProgress:
 
 
 def _skipped(error: Exception) -> bool:
-    from madinfra.engine.scheduler import ChangeSkipped
+    from madinfra.sequential import ChangeSkipped
 
     return isinstance(error, ChangeSkipped)
 

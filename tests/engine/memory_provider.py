@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from madinfra.engine import apply_sequentially
+from madinfra.sequential import apply_sequentially
 from madinfra.resources import Change, ProviderOptions, Resource, UpdateRules
 from madinfra.secrets import resolve_secret, secret_digest
 

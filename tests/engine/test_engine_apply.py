@@ -223,7 +223,7 @@ def test_update_without_a_live_result_keeps_the_provider_id(h, provider, monkeyp
 
 def test_failure_with_a_live_result_records_it_tainted(h, tmp_path):
     from madinfra.engine.recorder import StateRecorder
-    from madinfra.engine.scheduler import ReplaceIncomplete
+    from madinfra.sequential import ReplaceIncomplete
     from madinfra.resources import Change
     from madinfra.state.store import State
 

@@ -2,7 +2,7 @@ import io
 
 from rich.console import Console
 
-from madinfra.engine.scheduler import ChangeSkipped
+from madinfra.sequential import ChangeSkipped
 from madinfra.render.progress import ApplyProgress
 from madinfra.resources import Change, Resource
 from madinfra.secrets import Redactor

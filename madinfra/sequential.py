@@ -1,5 +1,8 @@
 """A reusable sequential apply loop for providers that change one resource at a time (SLURM).
 
+It lives in the core, below the engine, because providers call it: a provider imports the core,
+never the engine that drives it (the engine only reads ``ChangeSkipped`` from here).
+
 Providers call :func:`apply_sequentially` from their ``apply`` with three small functions (create,
 update, delete one resource) and get, for free, the semantics the engine promises the user:
 dependency order with deletes reversed, replace as delete-then-create (or create-then-delete when

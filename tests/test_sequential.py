@@ -1,7 +1,7 @@
 import pytest
 
-from madinfra.engine import ChangeSkipped, ReplaceIncomplete, apply_sequentially
 from madinfra.resources import Change, Resource
+from madinfra.sequential import ChangeSkipped, ReplaceIncomplete, apply_sequentially
 
 
 def res(kind, name, deps=()):
