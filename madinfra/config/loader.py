@@ -22,6 +22,7 @@ from madinfra.config.unsupported import unsupported_problems
 from madinfra.config.schema import (
     LAUNCHER_ALIASES,
     LAUNCHERS,
+    REFUSED_LAUNCHERS,
     STACK_NAME_RE,
     ENV_NAME_RE,
     StackSpec,
@@ -185,7 +186,10 @@ def _fold_aliases(user: dict[str, Any], problems: Problems, structural: Problems
             distributed["launcher"] = None
         else:
             canonical = LAUNCHER_ALIASES.get(launcher.strip().lower(), launcher.strip().lower())
-            if canonical not in LAUNCHERS:
+            if canonical in REFUSED_LAUNCHERS:
+                problems.append(("distributed.launcher", REFUSED_LAUNCHERS[canonical]))
+                canonical = None  # keep validating the rest of the file
+            elif canonical not in LAUNCHERS:
                 problems.append(("distributed.launcher", f"Unknown launcher type '{launcher}'. Valid launchers: {', '.join(LAUNCHERS)}"))
                 canonical = None  # keep validating the rest of the file
             distributed["launcher"] = canonical

@@ -18,16 +18,28 @@ LAUNCHERS: tuple[str, ...] = (
     "deepspeed",
     "megatron",
     "torchtitan",
+    "primus",
     "vllm",
     "sglang",
     "sglang-disagg",
 )
-"""Canonical launcher names, in the order the guide lists them."""
+"""Canonical launcher names, in the order madengine lists them."""
+
+REFUSED_LAUNCHERS: dict[str, str] = {
+    "slurm_multi": (
+        "'slurm_multi' runs a model's own .slurm script through madengine's wrapper, which is hardcoded to one "
+        "cluster's layout and is not supported by madinfra; set distributed.launcher to the framework the "
+        "script starts (torchrun, deepspeed, megatron, torchtitan, primus, vllm, sglang or sglang-disagg), "
+        "or remove it to run model.script as-is on every node with NNODES, NODE_RANK and MASTER_ADDR set"
+    ),
+}
+"""madengine launcher names madinfra refuses, with the one sentence ``validate`` reports."""
 
 LAUNCHER_ALIASES: dict[str, str] = {
     "megatron-lm": "megatron",
     "megatron_lm": "megatron",
     "sglang_disagg": "sglang-disagg",
+    "slurm-multi": "slurm_multi",
 }
 
 INFERENCE_LAUNCHERS = frozenset({"vllm", "sglang", "sglang-disagg"})
@@ -52,6 +64,14 @@ class SglangDisaggSpec(Strict):
     decode_nodes: int | None = None
 
 
+class PrimusSpec(Strict):
+    """``distributed.primus``: what madengine's Primus launcher reads (all optional)."""
+
+    config_path: str | None = None
+    cli_extra: str | None = None
+    backend: str | None = None
+
+
 class DistributedSpec(Strict):
     launcher: str | None = None
     nnodes: int = 1
@@ -64,7 +84,7 @@ class DistributedSpec(Strict):
     )
     sglang_disagg: SglangDisaggSpec | None = None
     vllm_disagg: dict[str, Any] | None = None
-    primus: dict[str, Any] | None = None
+    primus: PrimusSpec | None = None
 
 
 class Toleration(Strict):

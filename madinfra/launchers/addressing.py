@@ -57,9 +57,6 @@ class SlurmAddressing:
     def node_rank(self, role: str, first_rank: int) -> str:
         return "${SLURM_PROCID}" if first_rank == 0 else f"$(( {first_rank} + ${{SLURM_PROCID}} ))"
 
-    def hosts_expr(self) -> str:
-        return '$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | paste -sd, -)'
-
     def master_addr(self, role: str) -> str:
         """NodeAddr of the allocation's first node: node names need not resolve in DNS."""
         return (

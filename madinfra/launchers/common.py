@@ -3,7 +3,7 @@
 A launcher module only says what is special about its framework (runner line, parallelism
 variables, server command). Everything madengine sets for all launchers — NNODES, MASTER_*,
 ranks, GPU visibility, HSA_NO_SCRATCH_RECLAIM — and the rules for combining the user's
-environment with the launcher's live here, so the seven launchers cannot drift apart.
+environment with the launcher's live here, so the launchers cannot drift apart.
 
 Where a value goes:
 - ``env``: literal strings. User values always land here, so a provider quotes them and they
@@ -32,6 +32,23 @@ MASTER_REF = "${MASTER_ADDR}"
 RAY_PORT = 6379
 SGLANG_PORT = 30000
 VLLM_PORT = 8000
+
+MIOPEN_PER_RANK_DB = "/tmp/.miopen/node_${SLURM_PROCID}_rank_\\${LOCAL_RANK:-0}"
+r"""madengine's per-rank MIOpen cache on multi-node SLURM, byte for byte: ``${SLURM_PROCID}`` is
+expanded by each srun task (so nodes never share one database file over a shared /tmp or
+home), while ``\${LOCAL_RANK:-0}`` reaches the process unexpanded, for the model script to
+expand once its launcher has set LOCAL_RANK per GPU process (madengine's contract)."""
+RDZV_TIMEOUT_SECONDS = 3600
+"""torch elastic's default rendezvous wait (~900 s) is shorter than a cold multi-node start."""
+
+GPU_ARCH_VAR = "MAD_SYSTEM_GPU_ARCHITECTURE"
+GPU_ARCH_PROBES = {
+    "AMD": "$({ rocminfo || /opt/rocm/bin/rocminfo; } 2>/dev/null | grep -o -m 1 'gfx[0-9a-z]*')",
+    "NVIDIA": "$(nvidia-smi -L 2>/dev/null | head -n1 | sed -e 's/ (UUID: .*)//' -e 's/^GPU 0: //')",
+}
+"""How madengine detects the architecture (rocminfo's first ``gfx*`` name, ``nvidia-smi -L``'s
+first GPU), run in the pod itself: madengine copies the build machine's value into the Job (or
+``gfx90a`` when it has none), which is wrong whenever the cluster's GPUs differ from it."""
 
 VISIBILITY_VARS = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
 RAY_AMD_UNSET = ("RAY_EXPERIMENTAL_NOSET_HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
@@ -199,6 +216,7 @@ def start_role(ctx: LaunchContext, role: str, nodes: int, first_rank: int, gpus:
     draft.set("LOCAL_RANK", 0)
     if ctx.on_k8s:
         draft.set("HSA_NO_SCRATCH_RECLAIM", 1)
+        _set_gpu_architecture(ctx, draft)
     else:
         draft.set("MAD_IN_SLURM_JOB", 1)
         draft.set("MAD_TOTAL_NODES", ctx.nnodes)
@@ -213,6 +231,16 @@ def start_role(ctx: LaunchContext, role: str, nodes: int, first_rank: int, gpus:
         draft.set("MODEL_PATH", ctx.spec.model.model_path)
     _set_visibility(ctx, draft, ray_style)
     return draft
+
+
+def _set_gpu_architecture(ctx: LaunchContext, draft: RoleDraft) -> None:
+    """K8s MAD_SYSTEM_GPU_ARCHITECTURE: the user's value (madengine's override spelling
+    ``docker_env_vars``, else ``env_vars``) as a literal, else detected on the node at start."""
+    given = ctx.spec.docker_env_vars.get(GPU_ARCH_VAR) or ctx.spec.env_vars.get(GPU_ARCH_VAR)
+    if given:
+        draft.set(GPU_ARCH_VAR, given)
+    else:
+        draft.export(GPU_ARCH_VAR, GPU_ARCH_PROBES[ctx.spec.gpu_vendor])
 
 
 def _set_master(ctx: LaunchContext, draft: RoleDraft) -> None:
@@ -285,21 +313,47 @@ def torchrun_multi(ctx: LaunchContext, *, rendezvous: bool) -> str:
     return runner
 
 
+def multi_node_training_env(ctx: LaunchContext, draft: RoleDraft) -> None:
+    """What madengine adds for every multi-node training job besides the launcher's block.
+
+    SLURM: the per-rank MIOpen cache (a runtime expression, so each srun task expands its own
+    SLURM_PROCID; a literal in the sbatch header would give every node rank 0's path),
+    TORCH_ELASTIC_RDZV_TIMEOUT and DISTRIBUTED_BACKEND (``distributed.backend``, nccl by
+    default). K8s: POD_INDEX, the pod's own completion index, as the launcher block exports it.
+    """
+    if not ctx.multi_node:
+        return
+    if ctx.on_k8s:
+        draft.put("POD_INDEX", ctx.rank(draft.role, 0, ctx.nnodes))
+        return
+    draft.export("MIOPEN_USER_DB_PATH", MIOPEN_PER_RANK_DB)
+    draft.set("TORCH_ELASTIC_RDZV_TIMEOUT", RDZV_TIMEOUT_SECONDS)
+    draft.set("DISTRIBUTED_BACKEND", ctx.spec.distributed.backend)
+
+
 def training_worker(
     ctx: LaunchContext,
     *,
     runner: str | None,
     env: dict[str, str | int] | None = None,
+    literal_env: dict[str, str] | None = None,
     setup: tuple[str, ...] = (),
     world_size: int | None = None,
 ) -> RoleLaunch:
-    """The single ``worker`` role of every training launcher: N nodes from rank 0."""
+    """The single ``worker`` role of every training launcher: N nodes from rank 0.
+
+    ``env`` holds values madinfra generates (an expression among them is exported on the
+    node); ``literal_env`` holds values taken from the stack file, which must never execute.
+    """
     draft = start_role(ctx, "worker", ctx.nnodes, 0, ctx.gpus)
     draft.ports["master"] = ctx.port
+    multi_node_training_env(ctx, draft)
     if world_size is not None:
         draft.set("WORLD_SIZE", world_size)
     for name, value in (env or {}).items():
         draft.put(name, value)
+    for name, text in (literal_env or {}).items():
+        draft.set(name, text)
     if runner is not None:
         draft.put("MAD_MULTI_NODE_RUNNER", runner)
     draft.run(*setup)

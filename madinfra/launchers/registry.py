@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from madinfra.config.schema import LAUNCHERS
 from madinfra.errors import MadinfraError
-from madinfra.launchers import deepspeed, megatron, plain, sglang, sglang_disagg, torchrun, torchtitan, vllm
+from madinfra.launchers import deepspeed, megatron, plain, primus, sglang, sglang_disagg, torchrun, torchtitan, vllm
 from madinfra.launchers.common import LaunchContext
 from madinfra.launchers.model import RoleLaunch, Workload
 
@@ -30,6 +30,7 @@ COMPILERS: dict[str | None, LauncherCompiler] = {
     "deepspeed": LauncherCompiler("training", deepspeed.roles),
     "megatron": LauncherCompiler("training", megatron.roles),
     "torchtitan": LauncherCompiler("training", torchtitan.roles),
+    "primus": LauncherCompiler("training", primus.roles),
     "vllm": LauncherCompiler("service", vllm.roles, vllm.service_port),
     "sglang": LauncherCompiler("service", sglang.roles, sglang.service_port),
     "sglang-disagg": LauncherCompiler("service", sglang_disagg.roles, sglang_disagg.service_port, sglang_disagg.topology),

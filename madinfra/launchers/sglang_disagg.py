@@ -14,7 +14,12 @@ them at run time from ``<workdir>/endpoints/{prefill,decode}`` (one URL per line
 SLURM provider); the unquoted ``$(cat ...)`` splits them into arguments on purpose.
 
 SLURM env follows madengine's SGLANG_DISAGG_* contract so a role-picking model script keeps
-working; SGLANG_NODE_IPS lists the hosts of this pool's own allocation.
+working. SGLANG_NODE_IPS has one comma-separated entry per node of the whole stack in global
+rank order (proxy, prefill, decode), so ``IPS[SGLANG_NODE_RANK]`` is always the node itself.
+Each pool is its own allocation, started in apply's rolling order prefill -> decode -> proxy, so
+a task can only know what exists when it starts (``node_ips_expr``): its own pool from its
+allocation, the other serving pool from its endpoint file when that exists, the proxy (and a
+pool not yet running) as empty entries. The proxy, started last, gets the complete list.
 
 The values that describe the whole stack's shape (pool sizes, node totals, tensor parallel size
 and each pool's first global rank) are the LaunchPlan's ``topology_env``, not any role's env: providers deliver them
@@ -38,7 +43,6 @@ from madinfra.launchers.common import (
     script_line,
     start_role,
 )
-from madinfra.launchers.addressing import SlurmAddressing
 from madinfra.launchers.model import RoleLaunch
 
 ENDPOINTS_DIR = f"{WORKDIR}/endpoints"
@@ -112,6 +116,53 @@ def server_line(ctx: LaunchContext, mode: str) -> str:
     return f"{line} {extra}" if extra else line
 
 
+POOL_ORDER = ("proxy", "prefill", "decode")
+"""Global rank order of the pools: rank 0 is the proxy."""
+POOL_SIZES = {
+    "proxy": "1",
+    "prefill": "$(( ${MADINFRA_FIRST_RANK_DECODE} - ${MADINFRA_FIRST_RANK_PREFILL} ))",
+    "decode": "$(( ${NNODES} - ${MADINFRA_FIRST_RANK_DECODE} ))",
+}
+"""Pool sizes computed on the node from the stack's topology (first ranks and NNODES), so no
+role's spec holds another pool's size (resizing one pool must leave the others' specs unchanged)."""
+
+NODE_IPS_HELPERS = (
+    "ip_of() { a=$(getent ahostsv4 \"$1\" 2>/dev/null | awk 'NR==1{print $1}'); echo \"${a:-$1}\"; }; "
+    "own() { scontrol show hostnames \"${SLURM_JOB_NODELIST}\" | while read -r n; do"
+    " a=$(scontrol show node \"$n\" -o | sed -n 's/.* NodeAddr=\\([^ ]*\\).*/\\1/p'); echo \"${a:-$n}\"; done; }; "
+    "peers() { [ -s \"$1\" ] && sed -e 's#^[a-z]*://##' -e 's#:[0-9]*$##' \"$1\"; }; "
+    "fit() { { cat; yes '' | head -n \"$1\"; } | head -n \"$1\"; }; "
+)
+"""Shell helpers of ``node_ips_expr``: resolve a host to its IPv4 address on the node (a numeric
+address resolves to itself; an unresolvable name is kept), list this allocation's NodeAddrs in
+SLURM_PROCID order, read a pool's endpoint file as hosts, pad or cut a list to a pool's size."""
+
+
+def node_ips_expr(role: str) -> str:
+    """SGLANG_NODE_IPS for ``role`` on SLURM: every node of the stack in global rank order.
+
+    madengine runs the whole stack in one allocation and lists its IPs; here each pool is its
+    own job, so the list is assembled on the node when the task starts: this pool from its own
+    allocation, each other serving pool from the endpoint file apply writes once that pool runs
+    (apply rolls prefill, then decode, then the proxy, so a later pool's file may not exist yet
+    on a first apply), and the proxy, which starts last and has no file, as an empty entry
+    unless this is the proxy. Each pool is padded or cut to its size so every entry keeps its
+    rank's position; a list is a snapshot taken at start, like any environment.
+    """
+    parts = []
+    for pool in POOL_ORDER:
+        if pool == role:
+            source = "own"
+        elif pool == "proxy":
+            source = "true"  # the proxy starts last and writes no endpoint file
+        else:
+            source = f'peers "{endpoint_file(pool)}"'
+        parts.append(f'{source} | fit "{POOL_SIZES[pool]}"')
+    pools = "; ".join(parts)
+    resolve = 'while read -r h; do if [ -n "$h" ]; then ip_of "$h"; else echo; fi; done'
+    return f"$({NODE_IPS_HELPERS}{{ {pools}; }} | {resolve} | paste -sd, -)"
+
+
 def first_rank_var(pool: str) -> str:
     return f"MADINFRA_FIRST_RANK_{pool.upper()}"
 
@@ -159,8 +210,7 @@ def _topology(ctx: LaunchContext, draft: RoleDraft) -> None:
         export_pod_ip(ctx, draft)
         return
     draft.set("SGLANG_DISAGG_MODE", "enabled")
-    assert isinstance(ctx.addressing, SlurmAddressing)
-    draft.export("SGLANG_NODE_IPS", ctx.addressing.hosts_expr())
+    draft.export("SGLANG_NODE_IPS", node_ips_expr(draft.role))
     draft.export("SGLANG_HOST_IP", ctx.self_ip())
 
 

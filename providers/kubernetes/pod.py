@@ -86,7 +86,8 @@ def env_list(inputs: PodInputs) -> list[dict[str, Any]]:
     entries["MADINFRA_WORKDIR"] = {"name": "MADINFRA_WORKDIR", "value": WORKSPACE}
     for name, path in (("POD_IP", "status.podIP"), ("MAD_K8S_POD_NAME", "metadata.name"), ("MAD_K8S_NAMESPACE", "metadata.namespace")):
         entries[name] = {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
-    entries["MAD_K8S_JOB"] = {"name": "MAD_K8S_JOB", "value": inputs.workload}
+    # madengine's contract is a flag ("running as a K8s Job"), not the workload's name.
+    entries["MAD_K8S_JOB"] = {"name": "MAD_K8S_JOB", "value": "true"}
     if inputs.secret:
         for name in inputs.spec.secret_env:
             entries.pop(name, None)

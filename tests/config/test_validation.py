@@ -23,7 +23,7 @@ def only(data: dict) -> tuple[str, str]:
 def test_unknown_launcher_lists_valid_ones():
     path, message = only({"slurm": {}, "distributed": {"launcher": "xyz"}})
     assert path == "distributed.launcher"
-    assert message == "Unknown launcher type 'xyz'. Valid launchers: torchrun, deepspeed, megatron, torchtitan, vllm, sglang, sglang-disagg"
+    assert message == "Unknown launcher type 'xyz'. Valid launchers: torchrun, deepspeed, megatron, torchtitan, primus, vllm, sglang, sglang-disagg"
 
 
 @pytest.mark.parametrize("field", ["nnodes", "nproc_per_node"])
@@ -161,3 +161,25 @@ def test_nul_characters_are_refused_with_their_path():
 def test_slurm_option_words_are_checked_at_validate_by_the_rule_render_uses():
     path, message = only({"slurm": {"partition": "debug; touch x"}, "distributed": {"launcher": "torchrun"}})
     assert path == "slurm.partition" and "is not a single SLURM option word" in message
+
+
+@pytest.mark.parametrize("spelling", ["slurm_multi", "slurm-multi", "SLURM_MULTI"])
+def test_slurm_multi_is_refused_with_what_to_use_instead(spelling):
+    path, message = only({"slurm": {"nodes": 3}, "distributed": {"launcher": spelling, "nnodes": 3}})
+    assert path == "distributed.launcher"
+    assert message.startswith("'slurm_multi' runs a model's own .slurm script through madengine's wrapper")
+    assert "set distributed.launcher to the framework the script starts" in message
+    assert message.count(". ") == 0  # one sentence
+
+
+def test_slurm_multi_refusal_does_not_hide_other_problems():
+    found = problems({"slurm": {}, "distributed": {"launcher": "slurm_multi", "master_port": 0}})
+    assert [p for p, _ in found] == ["distributed.launcher", "distributed.master_port"]
+
+
+def test_primus_settings_are_checked_field_by_field():
+    path, message = only({"k8s": {}, "distributed": {"launcher": "primus", "primus": {"config_path": "a.yaml", "cli_extras": "--x"}}})
+    assert path == "distributed.primus.cli_extras"
+    assert message.startswith("unknown field")
+    path, _ = only({"k8s": {}, "distributed": {"launcher": "primus", "primus": {"backend": 3}}})
+    assert path == "distributed.primus.backend"

@@ -94,7 +94,7 @@ def test_generated_shell_parses(spec, render_role, launcher, target, multi, npro
 def test_unknown_launcher_is_a_clear_error(spec):
     stack = spec("k8s", "torchrun")
     bad = stack.model_copy(update={"distributed": stack.distributed.model_copy(update={"launcher": "xyz"})})
-    with pytest.raises(MadinfraError, match=r"^Unknown launcher type 'xyz'\. Valid launchers: torchrun, deepspeed, megatron, torchtitan, vllm, sglang, sglang-disagg$"):
+    with pytest.raises(MadinfraError, match=r"^Unknown launcher type 'xyz'\. Valid launchers: torchrun, deepspeed, megatron, torchtitan, primus, vllm, sglang, sglang-disagg$"):
         compile(bad)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from madinfra.launchers.addressing import SlurmAddressing
+from madinfra.launchers.sglang_disagg import node_ips_expr
 
 CD = 'cd "${MADINFRA_WORKDIR:-.}" || exit 1'
 GUARD = ': "${MODEL_PATH:?names no model: set model.model_path or env_vars.MODEL_PATH in the stack}"'
@@ -74,7 +74,6 @@ def test_proxy_needs_no_gpu_and_sets_no_visibility(plan):
 
 def test_slurm_env_contract(plan):
     p = plan("slurm", "sglang-disagg", 7, 8, extra={"distributed": {"sglang_disagg": {"prefill_nodes": 4, "decode_nodes": 2}}})
-    hosts = SlurmAddressing("demo").hosts_expr()
     topology = p.topology_env
     assert (topology["SGLANG_DISAGG_PREFILL_NODES"], topology["SGLANG_DISAGG_DECODE_NODES"], topology["SGLANG_DISAGG_TOTAL_NODES"]) == ("4", "2", "7")
     for role in p.roles:
@@ -82,8 +81,7 @@ def test_slurm_env_contract(plan):
         assert env["SGLANG_DISAGG_MODE"] == "enabled"
     assert topology["SGLANG_TP_SIZE"] == "8"
     for role in p.roles:
-        runtime = dict(role.runtime_env)
-        assert runtime["SGLANG_NODE_IPS"] == hosts
+        assert dict(role.runtime_env)["SGLANG_NODE_IPS"] == node_ips_expr(role.role)
     proxy, prefill, decode = p.roles
     assert proxy.env["SGLANG_NODE_RANK"] == "0"
     assert dict(prefill.runtime_env)["SGLANG_NODE_RANK"] == "$(( ${MADINFRA_FIRST_RANK_PREFILL} + ${SLURM_PROCID} ))"
@@ -195,3 +193,49 @@ def test_k8s_global_rank_of_a_decode_pod(plan, run_role):
     proc, argv, _ = run_role(decode, "probe", {"HOSTNAME": "demo-decode-2", "POD_IP": "10.1.2.3", "MADINFRA_FIRST_RANK_DECODE": "2"}, command='probe "$POD_INDEX" "$NODE_RANK" "$POD_IP"')
     assert proc.returncode == 0, proc.stderr
     assert argv == ["4", "4", "10.1.2.3"]
+
+
+SHOW_IPS = 'printf "%s\\n" "$SGLANG_NODE_IPS" "$SGLANG_NODE_RANK" > "$ARGV_FILE"'
+
+
+def _node_ips(plan, run_role, tmp_path, role: str, procid: int, files: dict[str, str]) -> tuple[list[str], int]:
+    """SGLANG_NODE_IPS (split) and SGLANG_NODE_RANK as the role's task on node ``procid`` sees them,
+    with the pools' endpoint files as apply wrote them before the task started.
+
+    The stub allocation is node1 (NodeAddr 10.0.0.1) and node2 (10.0.0.2).
+    """
+    p = plan("slurm", "sglang-disagg", 6, 8, extra={"distributed": {"sglang_disagg": {"prefill_nodes": 2, "decode_nodes": 3}}})
+    # What topology.env gives every task of this 6-node stack (1 proxy, 2 prefill, 3 decode).
+    env = {**p.topology_env, "SLURM_PROCID": str(procid), "SLURM_JOB_NODELIST": "node[1-2]"}
+    endpoints = tmp_path / "work" / "endpoints"  # run_role's MADINFRA_WORKDIR
+    endpoints.mkdir(parents=True, exist_ok=True)
+    for pool, text in files.items():
+        (endpoints / pool).write_text(text)
+    proc, shown, _ = run_role(p.role(role), "unused", env, command=SHOW_IPS)
+    assert proc.returncode == 0, proc.stderr
+    return shown[0].split(","), int(shown[1])
+
+
+def test_slurm_proxy_sees_every_node_of_the_stack_as_ips_in_global_rank_order(plan, run_role, tmp_path):
+    files = {
+        "prefill": "http://10.0.0.11:30000\nhttp://localhost:30000\n",
+        "decode": "http://10.0.0.21:30000\nhttp://10.0.0.22:30000\nhttp://10.0.0.23:30000\n",
+    }
+    ips, rank = _node_ips(plan, run_role, tmp_path, "proxy", 0, files)
+    assert ips == ["10.0.0.1", "10.0.0.11", "127.0.0.1", "10.0.0.21", "10.0.0.22", "10.0.0.23"]
+    assert rank == 0
+
+
+def test_slurm_pool_task_finds_itself_at_its_global_rank(plan, run_role, tmp_path):
+    files = {"prefill": "http://10.0.0.11:30000\nhttp://10.0.0.12:30000\n"}
+    ips, rank = _node_ips(plan, run_role, tmp_path, "decode", 1, files)
+    # proxy not started yet (empty), prefill from its endpoint file, decode from this allocation
+    # padded to the pool's 3 nodes; node2 (SLURM_PROCID 1) is global rank 1 + 2 + 1 = 4.
+    assert ips == ["", "10.0.0.11", "10.0.0.12", "10.0.0.1", "10.0.0.2", ""]
+    assert rank == 4 and ips[rank] == "10.0.0.2"
+
+
+def test_slurm_first_pool_of_a_first_apply_keeps_every_position(plan, run_role, tmp_path):
+    ips, rank = _node_ips(plan, run_role, tmp_path, "prefill", 0, {})
+    assert ips == ["", "10.0.0.1", "10.0.0.2", "", "", ""]
+    assert rank == 1 and ips[rank] == "10.0.0.1"

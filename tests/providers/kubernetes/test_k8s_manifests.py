@@ -53,7 +53,7 @@ def test_multi_node_training_is_indexed_job_with_headless_service_on_master_port
     assert job.gpus == 4 and job.workload and job.role == "worker"
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed", "megatron", "torchtitan"])
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed", "megatron", "torchtitan", "primus"])
 def test_every_multi_node_training_launcher_sets_subdomain(launcher):
     spec = k8s_spec(distributed={"launcher": launcher, "nnodes": 3, "nproc_per_node": 1}, k8s={"gpu_count": 1})
     res = by_id(desired_resources(spec, compile(spec)))
@@ -137,7 +137,25 @@ def test_literal_env_goes_to_env_list_with_pod_facts():
     assert named["NNODES"]["value"] == "1" and named["WEIRD"]["value"] == "$$(NNODES)"
     assert named["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert named["MADINFRA_WORKDIR"]["value"] == "/workspace"
+    assert named["MAD_K8S_JOB"] == {"name": "MAD_K8S_JOB", "value": "true"}  # madengine's flag, not a name
+    assert named["MAD_K8S_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert [e["name"] for e in env][:2] == ["NNODES", "WEIRD"]
+
+
+def test_multi_node_training_pod_script_gives_each_pod_its_index_and_gpu_architecture(tmp_path):
+    """The container's real bash script (after kubelet's $$ unescaping) run as pod 2 of 3."""
+    import subprocess
+
+    spec = k8s_spec(distributed={"launcher": "primus", "nnodes": 3, "nproc_per_node": 1}, k8s={"gpu_count": 1})
+    container = pod(by_id(desired_resources(spec, compile(spec)))["k8s/Job/demo"])["containers"][0]
+    script = kubelet_expand(container["command"][2], {}).replace("bash run.sh", 'echo "$POD_INDEX $NODE_RANK $MAD_SYSTEM_GPU_ARCHITECTURE"')
+    stub = tmp_path / "rocminfo"
+    stub.write_text("#!/bin/bash\necho '  Name:   gfx942  '\n")
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "JOB_COMPLETION_INDEX": "2", "MADINFRA_WORKDIR": str(tmp_path)}
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["2", "2", "gfx942"]
 
 
 def test_labels_on_every_object_and_template():
