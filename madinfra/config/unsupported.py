@@ -4,13 +4,44 @@ A stack file that sets one of them gets a sentence naming the field and what to 
 never a silent no-op: a user who asks for a profiler, a pre-script or a storage class must not
 believe they got one. Defaults (empty lists, unset values) pass, so every madengine context JSON
 that does not use these features still loads.
+
+SLURM settings of madengine and what madinfra does with them (the SLURM provider's
+``scripts.py`` carries out the ones it implements):
+
+- ``network_interface``, ``shared_workspace``, ``results_dir``: carried out (NCCL/GLOO socket
+  interface for every rank; the stack's directory ``<shared_workspace>/<stack>``; a results
+  directory the job creates and exports as ``MADINFRA_RESULTS_DIR``). Only malformed values are
+  refused here.
+- ``output_dir``: sbatch output goes to ``logs/`` in the stack's directory on the cluster. The
+  default (``./slurm_results``, set by madengine's preset and every example) is accepted and does
+  not move it; any other value is refused with the way to move the stack's directory instead.
+- Node preflight (``enable_node_check``, ``auto_cleanup_nodes``, ``verbose_node_check``,
+  ``allow_submit_without_clean_nodes``): madinfra never probes nodes before submitting; it
+  leaves node choice to SLURM (``nodelist``, ``exclude``, ``constraint``). The values that
+  describe that honestly (``enable_node_check: false``, ``allow_submit_without_clean_nodes:
+  true``) and madengine's defaults load, so every madengine context JSON still does; the
+  settings that tune a check madinfra never runs (``auto_cleanup_nodes: true``,
+  ``verbose_node_check: true``) are refused, since a user who sets them expects nodes cleaned
+  or a report printed. ``enable_node_check: true`` (madengine's default, also written out in its
+  vLLM example) is accepted although no check runs: refusing madengine's own default would
+  refuse nearly every madengine context JSON.
+- ``service.health_check.timeout`` on SLURM: apply waits ``slurm.ready_timeout`` for a job to
+  start and pass its health check (``providers/slurm/provider.py``), so another value is refused
+  with that field named.
 """
 
 from __future__ import annotations
 
-from madinfra.config.schema import StackSpec
+import posixpath
+
+from madinfra.config.option_words import is_option_word
+from madinfra.config.schema import HealthCheck, SlurmSpec, StackSpec
 
 Problems = list[tuple[str, str]]
+
+DEFAULT_SLURM_OUTPUT_DIR = SlurmSpec.model_fields["output_dir"].default
+DEFAULT_SLURM_REMOTE_DIR = SlurmSpec.model_fields["remote_dir"].default
+DEFAULT_HEALTH_TIMEOUT = HealthCheck.model_fields["timeout"].default
 
 
 def unsupported_problems(spec: StackSpec) -> Problems:
@@ -41,4 +72,76 @@ def unsupported_problems(spec: StackSpec) -> Problems:
             problems.append(("k8s.data_pvc", "names an existing claim, so no data PVC is created and its storage class would go unused; remove one of k8s.data_pvc and the data storage class"))
         if k8s.secrets.runtime_secret_name and k8s.secrets.strategy != "existing":
             problems.append(("k8s.secrets.runtime_secret_name", f"names an existing Secret, which is only used with k8s.secrets.strategy: existing (not {k8s.secrets.strategy}); set the strategy or remove the name"))
+    problems.extend(_slurm_problems(spec))
+    return problems
+
+
+def _same_path(a: str, b: str) -> bool:
+    """``./slurm_results``, ``slurm_results`` and ``slurm_results/`` name one directory."""
+    return posixpath.normpath(a) == posixpath.normpath(b)
+
+
+def _usable_dir(path: str) -> bool:
+    """Not blank, and no ``~user`` form: the job script expands only ``~`` and ``~/`` (anything
+    else would be quoted into a directory literally named ``~user``)."""
+    if not path.strip():
+        return False
+    return not path.startswith("~") or path == "~" or path.startswith("~/")
+
+
+def _slurm_problems(spec: StackSpec) -> Problems:
+    """The ``slurm`` settings (and SLURM-only meanings) madinfra cannot honour as written."""
+    slurm = spec.slurm
+    if slurm is None:
+        return []
+    problems: Problems = []
+    if not _same_path(slurm.output_dir, DEFAULT_SLURM_OUTPUT_DIR):
+        problems.append((
+            "slurm.output_dir",
+            f"madinfra writes each job's sbatch output to logs/<job name>_<job id>.out|.err in the stack's directory on the cluster "
+            f"(<slurm.remote_dir>/<stack>, or <slurm.shared_workspace>/<stack>), not to {slurm.output_dir!r}; "
+            "set slurm.remote_dir or slurm.shared_workspace to move that directory, and remove slurm.output_dir",
+        ))
+    if slurm.auto_cleanup_nodes:
+        problems.append((
+            "slurm.auto_cleanup_nodes",
+            "madinfra runs no node preflight, so it never cleans nodes; remove it, and keep bad nodes out with slurm.exclude "
+            "(or clean stale processes yourself before applying)",
+        ))
+    if slurm.verbose_node_check:
+        problems.append((
+            "slurm.verbose_node_check",
+            "madinfra runs no node preflight, so there is no node check to report on; remove it",
+        ))
+    if slurm.network_interface is not None and not is_option_word(slurm.network_interface):
+        problems.append((
+            "slurm.network_interface",
+            f"{slurm.network_interface!r} is not a network interface name; it becomes NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME, "
+            "so give one word such as ib0 (or NCCL's list form, e.g. ib0,ib1)",
+        ))
+    workspace = slurm.shared_workspace
+    if workspace is not None:
+        if not (workspace == "~" or workspace.startswith(("/", "~/"))) or workspace.strip() != workspace:
+            problems.append((
+                "slurm.shared_workspace",
+                f"{workspace!r} must be an absolute path on the cluster's shared storage (or start with ~/); "
+                "the stack runs in <shared_workspace>/<stack> on every node",
+            ))
+        elif slurm.remote_dir != DEFAULT_SLURM_REMOTE_DIR and not _same_path(slurm.remote_dir, workspace):
+            problems.append((
+                "slurm.shared_workspace",
+                f"and slurm.remote_dir ({slurm.remote_dir!r}) both set where the stack's directory is on the cluster; keep one of them",
+            ))
+    if slurm.results_dir is not None and not _usable_dir(slurm.results_dir):
+        problems.append((
+            "slurm.results_dir",
+            f"{slurm.results_dir!r} is not a usable directory; give an absolute path, one starting with ~/, "
+            "or one relative to the stack's directory on the cluster",
+        ))
+    if spec.service is not None and spec.service.health_check.timeout != DEFAULT_HEALTH_TIMEOUT:
+        problems.append((
+            "service.health_check.timeout",
+            f"is not used on SLURM: apply waits slurm.ready_timeout (now {slurm.ready_timeout} s) for each job to start and pass its "
+            "health check; set slurm.ready_timeout instead and remove service.health_check.timeout",
+        ))
     return problems

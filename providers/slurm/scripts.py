@@ -6,8 +6,24 @@ Layout of a generated script::
     #SBATCH --job-name / --comment / --partition / --nodes / --time / --gres / --exclusive ...
     #SBATCH --ntasks-per-node=1 / --output / --error / --mail-*      (fixed part)
     set -eo pipefail, module load, MADINFRA_WORKDIR, cd, end-marker trap (training only),
-    secrets, literal env
+    MADINFRA_RESULTS_DIR (slurm.results_dir), secrets, literal env (with slurm.network_interface)
     srun ... bash -c '<per-task script: . topology.env, runtime env, unset, command>'
+
+What the madengine-compatible ``slurm`` settings become here (``unsupported.py`` refuses the
+ones madinfra does not carry out):
+
+- ``shared_workspace``: the directory on shared storage the job runs in. madengine ``cd``s into
+  it; madinfra keeps one sub-directory per stack there, ``<shared_workspace>/<stack>`` (scripts,
+  logs, topology), exactly as ``slurm.remote_dir`` would, so stacks never share files.
+- ``results_dir``: created by the job (``mkdir -p``) and exported as ``MADINFRA_RESULTS_DIR`` to
+  every task; a relative path is relative to the stack's directory. madengine documents it as the
+  shared directory results are collected in, but never renders it.
+- ``network_interface``: exported as ``NCCL_SOCKET_IFNAME`` and ``GLOO_SOCKET_IFNAME`` before
+  ``srun``, so every rank inherits them. As in madengine's job template it beats ``env_vars``
+  (including the multi-node preset's ``eth0``); only ``roles.<role>.env`` overrides it.
+- ``output_dir``: sbatch output stays in ``logs/`` under the stack's directory (the provider and
+  the error messages of apply point there); moving it is done with ``remote_dir`` or
+  ``shared_workspace``, and other values are refused at validate.
 
 The ``#SBATCH`` lines of the options that ``Resource.spec`` diffs one by one (name, partition,
 nodes, GPUs, time, ...) are left out of ``script_sha256``; everything else (fixed header and
@@ -45,6 +61,10 @@ TOPOLOGY_SOURCE = (
 OUTPUT_PATTERN = f"{LOG_DIR}/%x_%j.out"
 ERROR_PATTERN = f"{LOG_DIR}/%x_%j.err"
 ENDPOINTS_DIR = "endpoints"
+RESULTS_ENV = "MADINFRA_RESULTS_DIR"
+"""Where ``slurm.results_dir`` is exported to the workload (absolute once the job runs)."""
+NETWORK_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
+"""The variables ``slurm.network_interface`` sets, the two madengine's job template exports."""
 COMMENT_PREFIX = "madinfra:"
 DEFAULTED_OPTIONS = ("exclusive", "qos", "account", "mem")
 """Options a cluster fills with its own default when a job does not ask (``squeue`` then shows
@@ -223,9 +243,43 @@ def fixed_lines(spec: StackSpec) -> list[str]:
 
 
 def remote_dir(spec: StackSpec) -> str:
-    """The stack's directory on the cluster as written in the stack (``~/.madinfra/<stack>``)."""
+    """The stack's directory on the cluster as written in the stack: ``<shared_workspace>/<stack>``
+    when ``slurm.shared_workspace`` is set (madengine's "run the job on shared storage"), else
+    ``<remote_dir>/<stack>`` (``~/.madinfra/<stack>`` by default). Everything the provider does
+    (upload, submit, logs, live read) follows this one path; validate refuses setting both."""
     assert spec.slurm is not None
-    return naming.slurm_remote_dir(spec.slurm.remote_dir, spec.name)
+    return naming.slurm_remote_dir(spec.slurm.shared_workspace or spec.slurm.remote_dir, spec.name)
+
+
+def results_dir_word(spec: StackSpec) -> str | None:
+    """``slurm.results_dir`` as a shell word for the job (``None`` when unset): ``~/`` is the
+    user's home, an absolute path stays, a relative one is under ``$MADINFRA_WORKDIR`` so it does
+    not depend on where the job happens to be when the workload reads it."""
+    assert spec.slurm is not None
+    path = spec.slurm.results_dir
+    if path is None:
+        return None
+    if path == "~" or path.startswith(("~/", "/")):
+        return shell_path(path)
+    return '"$MADINFRA_WORKDIR"/' + shlex.quote(path)
+
+
+def job_env(spec: StackSpec, role: RoleLaunch) -> dict[str, str]:
+    """The literal environment the batch script exports: the role's env with
+    ``slurm.network_interface`` applied. It overrides ``env_vars`` (madengine's template exports
+    it after them, so the multi-node preset's ``NCCL_SOCKET_IFNAME=eth0`` cannot undo it), but
+    not ``roles.<role>.env``, the most specific setting there is."""
+    assert spec.slurm is not None
+    env = dict(role.env)
+    interface = spec.slurm.network_interface
+    if interface is not None:
+        override = spec.roles.get(role.role)
+        pinned = set(override.env) if override is not None else set()
+        computed = {name for name, _ in role.runtime_env} | set(role.unset_env)
+        for name in NETWORK_ENV:
+            if name not in pinned and name not in computed:
+                env[name] = interface
+    return env
 
 
 def shell_path(path: str) -> str:
@@ -287,10 +341,17 @@ def body_lines(
     ]
     if launch.workload == "training":
         lines += markers.trap_lines(role.role)
+    results = results_dir_word(spec)
+    if results is not None:
+        # Made by the batch step on the first node: results_dir is meant to be shared storage.
+        # After the end-marker trap, so a directory that cannot be made fails the job here
+        # (set -e) with the failure recorded, not later in the workload.
+        lines += [f"export {RESULTS_ENV}={results}", f'mkdir -p "${RESULTS_ENV}"']
     if secret_digests:
         lines.append(f'. "$MADINFRA_WORKDIR"/{shlex.quote(secrets_file(role.role))}')
-    for name in sorted(role.env):
-        lines.append(f"export {name}={shlex.quote(role.env[name])}")
+    env = job_env(spec, role)
+    for name in sorted(env):
+        lines.append(f"export {name}={shlex.quote(env[name])}")
     # No --nodes/--ntasks: the step spans the whole allocation, so a pending job's node count
     # can still change with scontrol update without the script (and its hash) changing.
     lines.append(f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c {shlex.quote(task_script(role, topology=bool(launch.topology_env)))}")
