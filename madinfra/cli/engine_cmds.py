@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from madinfra.engine.pipeline import StackContext
+    from madinfra.planner.plan import Plan
     from madinfra.resources import ProviderOptions
     from madinfra.state.lock import StateLock
 
@@ -241,6 +242,8 @@ def _run_apply(stack_file, state_dir, options, console, err, *, only, replace, y
             if not _confirm(console, question):
                 err.print(f"{command.capitalize()} cancelled; nothing was changed.", markup=False)
                 raise typer.Exit(1)
+        if ctx.spec.debug and not destroy:
+            _dump_debug_files(ctx, fresh, err)
         rules = rules_for(ctx.provider)
         with GracefulInterrupt(lambda message: err.print(message, markup=False)), ApplyProgress(
             console, len(fresh.changes), ctx.redactor, title="Destroying" if destroy else "Applying"
@@ -272,6 +275,21 @@ def _run_apply(stack_file, state_dir, options, console, err, *, only, replace, y
                 style="bold green",
             )
             print_outputs(state.outputs, console)
+
+
+def _dump_debug_files(ctx: StackContext, plan: Plan, err: Console) -> None:
+    """``debug: true`` (madengine's "dump the YAML"): before applying, write what is deployed,
+    the manifests or sbatch scripts, into the target's ``output_dir`` beside the stack file, so a
+    failed apply can be read from exactly what was sent."""
+    from madinfra.cli.stack_cmds import write_rendered
+
+    section = ctx.spec.k8s if ctx.spec.target == "k8s" else ctx.spec.slurm
+    assert section is not None
+    out = ctx.stack_file.resolve().parent / section.output_dir
+    files = ctx.provider.render_files(plan.desired)
+    for name, text in files.items():
+        write_rendered(out, name, ctx.redactor.text(text))
+    err.print(f"debug: wrote {len(files)} file(s) to {out} ({ctx.spec.target}.output_dir)", markup=False)
 
 
 def show(

@@ -89,7 +89,7 @@ def render(
         provider.close()
     if out is not None:
         for name, text in files.items():
-            _write_rendered(out, name, text)
+            write_rendered(out, name, text)
             typer.echo(f"wrote {out / name}")
     else:
         for name, text in files.items():
@@ -99,7 +99,8 @@ def render(
     typer.echo(role_summary(launch))
 
 
-def _write_rendered(out: Path, name: str, text: str) -> None:
+def write_rendered(out: Path, name: str, text: str) -> None:
+    """One rendered file into ``out`` (made if missing); an unwritable place is one sentence."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(text, encoding="utf-8")

@@ -471,3 +471,20 @@ def test_a_second_ctrl_c_stops_at_once_and_state_says_the_change_was_interrupted
     assert "changed outside madinfra" not in out
     _, out, _ = cli.run("show", cli.stack, "--json")
     assert {r["address"]: r["sync"] for r in json.loads(out)["resources"]}["mem_job/demo"] == "last apply interrupted"
+
+
+def test_debug_true_writes_what_is_deployed_into_output_dir_before_applying(cli):
+    cli.stack.write_text(cli.stack.read_text() + "debug: true\n")
+    cli.store.set("fail", {"mem_job/demo": "partition p1 is down"})
+    code, _, err = cli.run("apply", cli.stack, "--yes")
+    assert code == 1, "the job fails, yet what was sent is on disk to read"
+    out_dir = cli.root / "slurm_results"
+    assert f"debug: wrote 4 file(s) to {out_dir} (slurm.output_dir)" in err
+    job = json.loads((out_dir / "mem_job-demo.json").read_text())
+    assert job["spec"]["partition"] == "p1"
+    assert SECRET not in "".join(p.read_text() for p in out_dir.iterdir())
+
+
+def test_without_debug_nothing_is_written_beside_the_stack(cli):
+    cli.run("apply", cli.stack, "--yes")
+    assert not (cli.root / "slurm_results").exists()

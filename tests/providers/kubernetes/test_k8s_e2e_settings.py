@@ -22,9 +22,14 @@ def training(**k8s) -> dict:
 
 def test_a_results_storage_class_gives_a_bound_claim_mounted_in_every_pod(k8s_stack: K8sStack) -> None:
     stack = k8s_stack
-    stack.write(training(storage_class="kwok-volume", results_storage_size="20Gi"))
+    spec = training(storage_class="kwok-volume", results_storage_size="20Gi", output_dir="./debug/manifests")
+    spec["debug"] = True  # madengine's "dump the YAML": what apply sends, in k8s.output_dir
+    stack.write(spec)
     stack.apply()
     claim = stack.objects("PersistentVolumeClaim")[0]
+    dumped = "".join(p.read_text() for p in sorted((stack.workdir / "debug" / "manifests").iterdir()))
+    assert "kind: PersistentVolumeClaim" in dumped and f"name: {claim['metadata']['name']}" in dumped
+    assert f"name: {stack.objects('Job')[0]['metadata']['name']}" in dumped
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
     wait_for(lambda: (stack.sandbox.get("PersistentVolumeClaim", "default", claim["metadata"]["name"]) or {}).get("status", {}).get("phase") == "Bound", "the claim to bind")
     for pod in stack.objects("Pod"):
