@@ -1,8 +1,8 @@
 """The ``squeue -o`` format madinfra reads jobs with.
 
-Shared by the live read (``squeue.py``) and by the end marker a training job writes when it
-finishes (``markers.py``): the marker carries the job's own ``squeue`` row in this format, so a job
-that has left ``squeue`` reads back exactly as it did while it was queued.
+Used by the live read and by apply (``squeue.py``). End markers written by older madinfra
+versions carry the job's own ``squeue`` row in this format (current ones carry its ``#SBATCH``
+directives instead, ``markers.py``), so such a job still reads back as it did while queued.
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@
   time, prefill -> its endpoint file -> decode -> its endpoint file -> proxy, and apply waits for
   each new job to be ready (running and healthy) before the next change starts. So a change of
   server flags never takes both pools down at once, and the proxy goes last.
-- ``read``: one remote command per stack: ``squeue`` plus the stack's files and end markers
+- ``read``: one remote command per stack: ``squeue``, ``sinfo`` (so a plan that could never fit
+  its partition fails before anything is queued) and the stack's files and end markers
   (``readout.py``). A training job that ended by itself is live as COMPLETED/FAILED
   (``markers.py``), so plan does not resubmit it; any change to it does.
-- ``apply``: ``madinfra.engine.apply_sequentially`` with create = upload + ``sbatch --parsable``
-  + wait until RUNNING (and healthy, for services); update = ``scontrol update`` field by field,
+- ``apply``: ``madinfra.sequential.apply_sequentially`` with create = upload + ``sbatch --parsable``
+  + wait until RUNNING (and healthy, for services; a training job is watched a few seconds
+  more, and one that ended fails apply unless its end marker says exit 0); update = ``scontrol update`` field by field,
   confirmed with ``squeue``; delete = ``scancel`` + wait until ``squeue`` no longer lists it.
   Files are written with SFTP (atomically) and removed with ``rm``. One SSH connection serves the
   whole plan or apply.
@@ -31,7 +33,8 @@ Remote layout (``slurm.remote_dir``, default ``~/.madinfra``)::
     ~/.madinfra/<stack>/...                  contents of model.scripts_dir (as /workspace on K8s)
 
 Destroy cancels the jobs and removes their secrets files, end markers, topology and endpoint
-files; logs and uploaded scripts stay.
+files; once the live read finds nothing of the stack, it removes the whole stack directory
+(scripts, logs, uploaded files, the ``.remote_dir`` pointer) too, so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -66,6 +69,16 @@ class JobNotReady(ProviderError):
         self.live_after = live_after
 
 
+class JobFailed(ProviderError):
+    """A training job ended with a non-zero exit before apply finished waiting for it;
+    ``live_after`` (the finished job) lets the engine record it, so the next plan shows it as
+    FAILED rather than creating it again."""
+
+    def __init__(self, message: str, live_after: Resource):
+        super().__init__(message)
+        self.live_after = live_after
+
+
 class SlurmProvider:
     """``Provider`` for ``target: slurm`` (see the module docstring)."""
 
@@ -80,6 +93,7 @@ class SlurmProvider:
         clock: Callable[[], float] = time.monotonic,
         poll_interval: float = 1.0,
         cancel_timeout: float = 90.0,
+        settle_time: float = 5.0,
     ):
         self.options = options or ProviderOptions()
         self._connection = connection
@@ -87,10 +101,16 @@ class SlurmProvider:
         self._clock = clock
         self.poll_interval = poll_interval
         self.cancel_timeout = cancel_timeout
+        self.settle_time = settle_time
+        """Seconds apply keeps watching a training job after it starts running (``_wait_ready``)."""
         self._secret_sources: dict[str, dict[str, Any]] = {}
         self._remote_dirs: dict[str, str] = {}
         self._uploaded: set[tuple[str, str]] = set()
         self._prepared: set[str] = set()
+        self._read_stack: str | None = None
+        """The stack the last live read was for: the one a destroy's deletes belong to."""
+        self._partitions: dict[str, squeue.Partition] | None = None
+        """The cluster's partitions as the last live read's sinfo gave them (``None``: unknown)."""
         self._progress: ProgressCallback = lambda rid, message: None
 
     # -- pure -------------------------------------------------------------------------------
@@ -108,7 +128,11 @@ class SlurmProvider:
         - Replacing a service job takes down all of its nodes at once (one allocation per pool):
           until the new job is ready, the role has no ready replica.
         - A change to a finished training job submits it again.
+
+        A job the plan would submit or resize that can never fit its partition (``sinfo`` in the
+        same live read) is not a warning but an error: the plan fails before anything is queued.
         """
+        self._check_fit(changes)
         warnings = []
         for change in changes:
             current, desired = change.current, change.desired
@@ -126,6 +150,21 @@ class SlurmProvider:
                 nodes = current.spec.get("nodes")
                 warnings.append(f"{role}: all {nodes} node(s) restart; the stack will have no ready {role} replica during apply")
         return warnings
+
+    def _check_fit(self, changes: list[Change]) -> None:
+        """Fail the plan, in one sentence per job, when a job it would submit (or grow) could
+        only sit PENDING forever: more nodes, or GPUs per node, than its partition has."""
+        if self._partitions is None:
+            return
+        problems = [
+            problem
+            for change in changes
+            if change.action != "delete" and change.desired is not None and change.desired.kind == scripts.KIND
+            for problem in [squeue.fit_problem(change.resource_id, change.desired.spec, self._partitions)]
+            if problem is not None
+        ]
+        if problems:
+            raise ProviderError("; ".join(problems))
 
     def restarts_on_update(self, change: Change) -> bool:
         """``scontrol update`` never restarts a job; "updating" a finished job resubmits it."""
@@ -245,25 +284,27 @@ class SlurmProvider:
 
     def read(self, stack: str) -> list[Resource]:
         """Jobs (active, or finished with an end marker) and stack files, in one round trip."""
+        self._read_stack = stack
         what = f"Reading the jobs of stack '{stack}'"
         result = self.connection.run(readout.read_command(stack, self._remote_dirs.get(stack)), what=what)
         if not result.ok:
             raise ProviderError(f"{what}: squeue failed ({result.error_text})")
         live = readout.parse_read(result.stdout)
+        self._partitions = squeue.parse_sinfo(live.sinfo_text) if live.sinfo_text is not None else None
         jobs = squeue.to_resources(squeue.parse_squeue(live.squeue_text), stack, markers.parse_markers(live.files))
         pool_jobs = {r.name: r.provider_id or "" for r in jobs if "#" not in r.name}
         return jobs + stackfiles.live_files(live.files, live.directory, pool_jobs)
 
-    def _rows(self, what: str, job_ids: tuple[str, ...] = ()) -> list[squeue.JobRow]:
-        result = self.connection.run(squeue.squeue_command(job_ids), what=what)
+    def _rows(self, what: str, job_ids: tuple[str, ...] = (), *, ended_too: bool = False) -> list[squeue.JobRow]:
+        result = self.connection.run(squeue.squeue_command(job_ids, ended_too=ended_too), what=what)
         if not result.ok:
             if job_ids and "invalid job id" in result.error_text.lower():
                 return []
             raise ProviderError(f"{what}: squeue failed ({result.error_text})")
         return squeue.parse_squeue(result.stdout)
 
-    def _job_row(self, job_id: str, what: str) -> squeue.JobRow | None:
-        for row in self._rows(what, (job_id,)):
+    def _job_row(self, job_id: str, what: str, *, ended_too: bool = False) -> squeue.JobRow | None:
+        for row in self._rows(what, (job_id,), ended_too=ended_too):
             if row.job_id == job_id:
                 return row
         return None
@@ -271,7 +312,7 @@ class SlurmProvider:
     # -- apply ------------------------------------------------------------------------------
 
     def apply(self, changes: list[Change], progress: ProgressCallback, record: RecordCallback) -> None:
-        from madinfra.engine import apply_sequentially
+        from madinfra.sequential import apply_sequentially
 
         for change in changes:
             resource = change.desired or change.current
@@ -281,9 +322,36 @@ class SlurmProvider:
         self._uploaded.clear()
         self._prepared.clear()
         try:
-            apply_sequentially(changes, self._create, self._update, self._delete, progress, record)
+            apply_sequentially(changes, self._create, self._update, self._destroyer(changes), progress, record)
         finally:
             self._progress = lambda rid, message: None
+
+    def _destroyer(self, changes: list[Change]) -> Callable[[Resource], None]:
+        """``_delete``, and when this apply only deletes (``destroy``) and the last delete is
+        done, the stack's remote directory goes too, if the live read then finds nothing of the
+        stack (a role that stays, finished or not, keeps it). Part of the last delete, so a
+        failure to remove it is reported against that change."""
+        remaining = {c.resource_id for c in changes}
+        stack = self._read_stack
+        only_deletes = bool(changes) and all(c.action == "delete" for c in changes)
+
+        def delete(resource: Resource) -> None:
+            self._delete(resource)
+            remaining.discard(resource.id)
+            if only_deletes and not remaining and stack is not None:
+                self._remove_stack_dir(stack, resource.id)
+
+        return delete
+
+    def _remove_stack_dir(self, stack: str, rid: str) -> None:
+        """Remove ``~/.madinfra/<stack>`` (scripts, markers, logs, files) once nothing is left."""
+        if self.read(stack):
+            return
+        what = f"Removing the remote directory of stack '{stack}'"
+        result = self.connection.run(readout.remove_command(stack, self._remote_dirs.get(stack)), what=what)
+        if not result.ok:
+            raise ProviderError(f"{rid} was destroyed but the remote directory of stack '{stack}' could not be removed: {result.error_text}")
+        self._progress(rid, f"removed the remote directory of stack '{stack}'")
 
     def _create(self, resource: Resource) -> Resource:
         if resource.kind == stackfiles.FILE_KIND:
@@ -292,10 +360,7 @@ class SlurmProvider:
         self._upload(resource)
         job_id = self._submit(resource)
         self._progress(rid, f"submitted job {job_id}")
-        row = self._wait_ready(resource, job_id)
-        if row is None:
-            return Resource(scripts.KIND, resource.name, {}, workload=True, role=resource.role, provider_id=job_id, status={"state": "FINISHED", "running": False})
-        return squeue.row_resource(row, resource.name, resource.role or resource.name)
+        return self._wait_ready(resource, job_id)
 
     def _update(self, change: Change) -> Resource:
         desired, current = change.desired, change.current
@@ -541,29 +606,33 @@ class SlurmProvider:
         matches = [r for r in rows if r.name == resource.spec["name"] and r.comment == submit["comment"] and r.active]
         return matches[-1].job_id if matches else None
 
-    def _wait_ready(self, resource: Resource, job_id: str) -> squeue.JobRow | None:
+    def _wait_ready(self, resource: Resource, job_id: str) -> Resource:
         """Until the job runs (and, for services, passes its health check), bounded by
-        ``slurm.ready_timeout``. A training job that already finished successfully is fine."""
+        ``slurm.ready_timeout``; the job as read live then.
+
+        A training job is watched for ``settle_time`` more once it runs (within the timeout), so
+        a run that crashes in its first seconds (a bad path, a missing module) fails apply
+        instead of reporting "1 added". A training job that has ended is judged by its end
+        marker (``_ended``): exit 0 succeeds, anything else fails."""
         submit = resource.spec[rules.SUBMIT_KEY]
         ready = submit["ready"]
         rid = resource.id
-        log = f"{submit['remote_dir']}/{scripts.LOG_DIR}/{resource.spec['name']}_{job_id}.err"
         deadline = self._clock() + ready["timeout"]
         announced = ""
+        settled: float | None = None
         while True:
-            row = self._job_row(job_id, f"Waiting for {rid} (job {job_id})")
-            if row is None or row.state in ("COMPLETED", "COMPLETING"):
-                if ready["service"]:
-                    raise ProviderError(f"{rid}: job {job_id} ended before it was ready; see {log} on the cluster")
-                return None
-            if row.state in squeue.FAILED_STATES or not row.active:
-                raise ProviderError(f"{rid}: job {job_id} ended {row.state} before it was ready; see {log} on the cluster")
+            row = self._job_row(job_id, f"Waiting for {rid} (job {job_id})", ended_too=True)
+            if row is None or not row.active:
+                return self._ended(resource, job_id, row)
             if row.running:
                 if announced != "running":
                     self._progress(rid, f"job {job_id} is running on {','.join(row.hosts) or row.nodelist}")
                     announced = "running"
-                if not ready["service"] or self._healthy(resource, row):
-                    return row
+                    settled = min(self._clock() + self.settle_time, deadline)
+                if ready["service"] and self._healthy(resource, row):
+                    return squeue.row_resource(row, resource.name, resource.role or resource.name)
+                if not ready["service"] and settled is not None and self._clock() >= settled:
+                    return squeue.row_resource(row, resource.name, resource.role or resource.name)
             elif announced != row.state:
                 reason = squeue.status_of(row).get("reason")
                 self._progress(rid, f"job {job_id} is {row.state}" + (f" ({reason})" if reason else ""))
@@ -576,6 +645,56 @@ class SlurmProvider:
                     squeue.row_resource(row, resource.name, resource.role or resource.name),
                 )
             self._sleep(self.poll_interval)
+
+    def _ended(self, resource: Resource, job_id: str, row: squeue.JobRow | None) -> Resource:
+        """A job that ended while apply waited for it to be ready.
+
+        A service that ends was never ready. A training job that ended by itself left an end
+        marker: exit 0 is a success (the job is recorded as finished, so the next plan is
+        empty); any other exit fails apply with the exit code, and the job is still recorded,
+        so the next plan shows it FAILED instead of creating it again. Without a marker the job
+        did not end by itself (cancelled, timed out, node failure): apply fails with the state
+        squeue gives, and the next plan creates it again.
+        """
+        submit = resource.spec[rules.SUBMIT_KEY]
+        rid = resource.id
+        log = f"{submit['remote_dir']}/{scripts.LOG_DIR}/{resource.spec['name']}_{job_id}.err"
+        state = row.state if row is not None else "and left squeue"
+        if submit["ready"]["service"]:
+            raise ProviderError(f"{rid}: job {job_id} ended ({state}) before it was ready; see {log} on the cluster")
+        finished = self._finished_job(resource, job_id)
+        if finished is None:
+            raise ProviderError(
+                f"{rid}: job {job_id} ended ({state}) without recording an exit status (it was cancelled, timed out or lost its node); "
+                f"see {log} on the cluster, and the next plan submits it again"
+            )
+        code = finished.status.get("exit_code")
+        if code == 0:
+            self._progress(rid, f"job {job_id} already finished: COMPLETED")
+            return finished
+        raise JobFailed(
+            f"{rid}: job {job_id} failed with exit code {'unknown' if code is None else code}; see {log} on the cluster",
+            finished,
+        )
+
+    def _finished_job(self, resource: Resource, job_id: str, attempts: int = 5) -> Resource | None:
+        """The job as its end marker describes it; a few polls, because the batch script's
+        marker can reach the login node's view of a shared file system a moment after squeue
+        has seen the job end."""
+        submit = resource.spec[rules.SUBMIT_KEY]
+        role = submit["role"]
+        name = markers.marker_path(role, job_id)
+        path = f"{scripts.shell_path(submit['remote_dir'])}/{shlex.quote(name)}"
+        for attempt in range(attempts):
+            result = self.connection.run(f"cat {path}", what=f"Reading how {resource.id} (job {job_id}) ended")
+            marker = markers.parse_marker(name.split("/", 1)[1], result.stdout) if result.ok else None
+            if marker is not None:
+                found = squeue.finished_rows([marker], submit["stack"]).get(role)
+                if found is not None:
+                    return squeue.finished_resource(found[0], found[1], role)
+            if attempt + 1 < attempts:
+                self._sleep(self.poll_interval)
+        return None
 
     def _healthy(self, resource: Resource, row: squeue.JobRow) -> bool:
         ready = resource.spec[rules.SUBMIT_KEY]["ready"]

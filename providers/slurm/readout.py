@@ -4,13 +4,18 @@ One round trip prints, in this order::
 
     <squeue -h -a --me -o FORMAT output>
     @@madinfra squeue-exit <squeue's exit status>
+    @@madinfra sinfo
+    <sinfo -h -a -N -o '%P %N %G' output: partition, node, GRES>
+    @@madinfra sinfo-exit <sinfo's exit status>
     @@madinfra dir <the stack directory, as the remote shell resolved it>
     @@madinfra file <path relative to it>
     <the file's text>
     ...
 
 The files are ``topology.env``, ``endpoints/*`` and ``status/*`` (end markers of finished jobs).
-The command exits with squeue's status, so a failing ``squeue`` is reported (and a down or
+sinfo lets plan say that a job can never fit its partition (``squeue.fit_problem``) before
+anything is submitted; a failing sinfo only turns that check off. The command exits with
+squeue's status, so a failing ``squeue`` is reported (and a down or
 timing-out controller classified) as before; squeue rows always start with a job id, never with
 the ``@@madinfra`` marker. Output without the markers (an older or a fake remote) is all squeue.
 
@@ -25,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from madinfra import naming
-from madinfra.config.schema import SlurmSpec
+from madinfra.config.schema import STACK_NAME_RE, SlurmSpec
 from providers.slurm import scripts, squeue
 
 MARK = "@@madinfra"
@@ -41,19 +46,47 @@ def pointer_path(stack: str) -> str:
     return f"{default_dir(stack)}/{POINTER}"
 
 
+def _locate(stack: str, remote_dir: str | None) -> str:
+    """Shell that sets ``d`` to the stack directory (see the module docstring)."""
+    if remote_dir is not None:
+        return f"d={scripts.shell_path(remote_dir)}"
+    pointer = scripts.shell_path(pointer_path(stack))
+    return f"d={scripts.shell_path(default_dir(stack))}; if [ -s {pointer} ]; then d=$(cat {pointer}); fi"
+
+
+def remove_command(stack: str, remote_dir: str | None = None) -> str:
+    """Remove the stack's directory (and the default one holding its pointer), once destroy
+    has left nothing of the stack live.
+
+    Only a validated stack name goes into the command, and the directory is removed only when
+    it is absolute and its last component is that name: a pointer file edited by hand, or a
+    ``slurm.remote_dir`` that resolves to something else, can never make it remove more than
+    one stack's directory.
+    """
+    if not STACK_NAME_RE.match(stack):
+        raise ValueError(f"{stack!r} is not a valid stack name; refusing to build a path from it")
+    default = scripts.shell_path(default_dir(stack))
+    return "; ".join(
+        [
+            _locate(stack, remote_dir),
+            f'case "$d" in */./*|*/../*) ;; /*/{stack}) rm -rf -- "$d" {default}; exit $? ;; esac',
+            f'echo "the stack directory $d is not a plain absolute path ending in /{stack}, so it was left in place" >&2; exit 1',
+        ]
+    )
+
+
 def read_command(stack: str, remote_dir: str | None = None) -> str:
     """The one command of a live read (see the module docstring)."""
-    if remote_dir is not None:
-        locate = f"d={scripts.shell_path(remote_dir)}"
-    else:
-        pointer = scripts.shell_path(pointer_path(stack))
-        locate = f"d={scripts.shell_path(default_dir(stack))}; if [ -s {pointer} ]; then d=$(cat {pointer}); fi"
+    locate = _locate(stack, remote_dir)
     listing = " ".join(PATTERNS)
     return "; ".join(
         [
             squeue.squeue_command(),
             "rc=$?",
             f"printf '%s %s\\n' '{MARK} squeue-exit' \"$rc\"",
+            f"printf '%s\\n' '{MARK} sinfo'",
+            f"{squeue.SINFO_COMMAND} 2>/dev/null",
+            f"printf '%s %s\\n' '{MARK} sinfo-exit' \"$?\"",
             locate,
             'if cd "$d" 2>/dev/null; then'
             f" printf '%s %s\\n' '{MARK} dir' \"$PWD\";"
@@ -70,33 +103,46 @@ def read_command(stack: str, remote_dir: str | None = None) -> str:
 
 @dataclass
 class LiveRead:
+    """One live read: squeue's rows, the partitions' nodes as sinfo printed them (``None`` when
+    sinfo failed or the remote printed none), the stack directory and its files."""
+
     squeue_text: str
     directory: str | None = None
     files: list[tuple[str, str]] = field(default_factory=list)
+    sinfo_text: str | None = None
 
 
 def parse_read(stdout: str) -> LiveRead:
-    """Split the command's output into squeue's part, the stack dir and the files."""
+    """Split the command's output into squeue's part, sinfo's part, the stack dir and the files."""
     squeue_lines: list[str] = []
+    sinfo_lines: list[str] = []
+    sinfo_ok = False
     directory: str | None = None
     files: list[tuple[str, list[str]]] = []
-    in_files = False
+    section = "squeue"
     for line in stdout.splitlines():
         if line.startswith(MARK + " "):
             kind, _, value = line[len(MARK) + 1:].partition(" ")
-            if kind == "squeue-exit":
-                in_files = True
+            if kind in ("squeue-exit", "sinfo-exit"):
+                section = "between"
+                sinfo_ok = sinfo_ok or (kind == "sinfo-exit" and value.strip() == "0")
+            elif kind == "sinfo":
+                section = "sinfo"
             elif kind == "dir":
                 directory = value
             elif kind == "file":
+                section = "file"
                 files.append((value, []))
             continue
-        if not in_files:
+        if section == "squeue":
             squeue_lines.append(line)
-        elif files:
+        elif section == "sinfo":
+            sinfo_lines.append(line)
+        elif section == "file":
             files[-1][1].append(line)
     return LiveRead(
         squeue_text="\n".join(squeue_lines) + ("\n" if squeue_lines else ""),
         directory=directory,
         files=[(path, "\n".join(lines).rstrip("\n") + "\n" if any(lines) else "") for path, lines in files],
+        sinfo_text="\n".join(sinfo_lines) + "\n" if sinfo_ok else None,
     )

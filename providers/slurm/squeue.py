@@ -5,24 +5,24 @@ The live read is one ``squeue -o`` call with ``|``-separated fields (``squeue --
 A job belongs to a stack by its name prefix ``madinfra.<stack>.``; its comment carries the
 resource id, the script hash and which defaulted options madinfra asked for.
 
-Finished jobs leave ``squeue`` (after MinJobAge they are gone; before, they show a terminal
-state). A training job that ended by itself left an end marker with its last squeue row
-(``markers.py``), which the same live read fetches: that job is live, COMPLETED or FAILED, with
-the spec its row gives, so an unchanged stack plans no change for it. A job that ended without a
+Finished jobs leave ``squeue`` (it lists them only with ``-t all``, and after MinJobAge not at
+all). A training job that ended by itself left an end marker with the ``#SBATCH`` directives it
+ended with (``markers.py``), which the same live read fetches: that job is live, COMPLETED or
+FAILED, with the spec its directives give, so an unchanged stack plans no change for it. A job that ended without a
 marker (cancelled by hand, timed out) reads as gone, and the plan creates it again.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from madinfra import naming
 from madinfra.resources import Resource
 from providers.slurm import scripts, units
 from providers.slurm.fields import FIELDS, FORMAT_SHELL, LEGACY_SEPARATOR, SEPARATOR
-from providers.slurm.markers import EndMarker
+from providers.slurm.markers import EndMarker, directive_options
 
 
 RUNNING_STATES = frozenset({"RUNNING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING", "RESIZING", "STAGE_OUT"})
@@ -33,15 +33,23 @@ FAILED_STATES = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEM
 _NULLS = {"", "(null)", "N/A", "NONE", "(NULL)"}
 
 
-def squeue_command(job_ids: Iterable[str] = ()) -> str:
+def squeue_command(job_ids: Iterable[str] = (), *, ended_too: bool = False) -> str:
     """The one live-read command: every job of the connecting user (``--me``), all partitions.
 
     Filtering by stack happens client-side on the name prefix, so jobs of roles a stack no
-    longer has (orphans) are found too. ``job_ids`` narrows it to a few jobs (after a submit).
+    longer has (orphans) are found too. ``job_ids`` narrows it to a few jobs (after a submit);
+    ``ended_too`` adds jobs in a terminal state (``-t all``), so apply can tell a job that ended
+    (COMPLETED, FAILED, CANCELLED ...) from one squeue has never heard of.
     """
     ids = ",".join(job_ids)
     selector = f" --jobs={ids}" if ids else ""
-    return f"squeue -h -a --me{selector} -o {FORMAT_SHELL}"
+    states = " -t all" if ended_too else ""
+    return f"squeue -h -a --me{states}{selector} -o {FORMAT_SHELL}"
+
+
+SINFO_COMMAND = "sinfo -h -a -N -o '%P %N %G'"
+"""Every node of every partition (hidden ones too), one line each: partition (the default one
+marked ``*``), node name, GRES. Part of the live read's single round trip (``readout.py``)."""
 
 
 @dataclass(frozen=True)
@@ -223,13 +231,47 @@ def finished_rows(markers: Iterable[EndMarker], stack: str) -> dict[str, tuple[E
     prefix = stack_prefix(stack)
     found: dict[str, tuple[EndMarker, JobRow]] = {}
     for marker in markers:
-        parsed = parse_squeue(marker.row)
+        parsed = parse_squeue(marker.row) if marker.row else [row for row in (directive_row(marker),) if row is not None]
         if not parsed or parsed[0].name != prefix + marker.role or parsed[0].job_id != marker.job_id:
             continue
         best = found.get(marker.role)
         if best is None or job_number(marker.job_id) > job_number(best[0].job_id):
             found[marker.role] = (marker, parsed[0])
     return found
+
+
+def directive_row(marker: EndMarker) -> JobRow | None:
+    """The job row a marker's ``#SBATCH`` directives stand for (``None`` without a job name).
+
+    The directives are the options madinfra submitted (or last updated in place), in the
+    spelling ``scripts.option_lines`` writes; ``live_spec`` reads this row exactly as it reads a
+    squeue row, so a finished job compares with the desired spec like a queued one.
+    """
+    options = directive_options(marker.directives)
+    name = options.get("job-name")
+    if not name:
+        return None
+    return JobRow(
+        job_id=marker.job_id,
+        name=name,
+        state="COMPLETED" if marker.exit_code == 0 else "FAILED",
+        time=options.get("time", ""),
+        nodes=options.get("nodes", "1"),
+        nodelist=marker.nodes,
+        partition=options.get("partition", ""),
+        tres_per_node=options.get("gres", "N/A"),
+        reason="",
+        oversubscribe="NO" if "exclusive" in options else "OK",
+        qos=options.get("qos", ""),
+        account=options.get("account", ""),
+        constraint=options.get("constraint", ""),
+        req_nodes=options.get("nodelist", ""),
+        exc_nodes=options.get("exclude", ""),
+        reservation=options.get("reservation", ""),
+        mem=options.get("mem", ""),
+        workdir=marker.workdir,
+        comment=options.get("comment", ""),
+    )
 
 
 def finished_resource(marker: EndMarker, row: JobRow, role: str) -> Resource:
@@ -343,3 +385,63 @@ def node_addresses(text: str) -> dict[str, str]:
         if "NodeName" in record:
             addresses[record["NodeName"]] = record.get("NodeAddr") or record["NodeName"]
     return addresses
+
+
+@dataclass
+class Partition:
+    """A partition's nodes with the GPUs each has, as ``sinfo`` lists them."""
+
+    name: str
+    default: bool = False
+    node_gpus: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def gres_known(self) -> bool:
+        """Whether any node reports GPUs: if none does, the cluster may not track them in GRES
+        at all, and a GPU request cannot be judged from sinfo."""
+        return any(self.node_gpus.values())
+
+
+def parse_sinfo(text: str) -> dict[str, Partition]:
+    """Partitions from ``SINFO_COMMAND`` output; malformed lines are skipped."""
+    partitions: dict[str, Partition] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        name, node, gres = parts
+        default = name.endswith("*")
+        name = name.rstrip("*")
+        partition = partitions.setdefault(name, Partition(name))
+        partition.default = partition.default or default
+        partition.node_gpus[node] = max(partition.node_gpus.get(node, 0), units.gpus_from_gres(gres))
+    return partitions
+
+
+def fit_problem(rid: str, spec: dict[str, Any], partitions: dict[str, Partition]) -> str | None:
+    """Why a job with this spec can never start in its partition, or ``None`` if it can (or if
+    sinfo does not say: an unknown partition is left to sbatch, which names it).
+
+    Only what no amount of waiting changes is judged: more nodes than the partition has, or
+    than it has nodes with the GPUs asked per node. Busy, drained or down nodes still count, as
+    they may come back; ``nodelist``, ``exclude`` and ``constraint`` are left to SLURM.
+    """
+    name = spec.get("partition") or next((p.name for p in partitions.values() if p.default), None)
+    partition = partitions.get(name or "")
+    nodes, gpus = spec.get("nodes"), spec.get("gpus_per_node") or 0
+    if partition is None or not isinstance(nodes, int) or not isinstance(gpus, int):
+        return None
+    total = len(partition.node_gpus)
+    judged_gpus = gpus if partition.gres_known else 0
+    fitting = sum(1 for count in partition.node_gpus.values() if count >= judged_gpus)
+    if nodes <= fitting:
+        return None
+    asked = f"{nodes} node(s)" + (f" with {gpus} GPU(s) each" if judged_gpus else "")
+    have = f"{total} node(s)"
+    if judged_gpus and fitting < total:
+        most = max(partition.node_gpus.values())
+        have += f", {fitting} of them with {gpus} or more GPUs (the most any node has is {most})"
+    return (
+        f"{rid} can never start in partition '{partition.name}': it asks for {asked} and the partition has {have}; "
+        "lower distributed.nnodes, slurm.nodes or slurm.gpus_per_node, or choose another slurm.partition"
+    )

@@ -83,3 +83,12 @@ def gpus_from_tres(text: str) -> int:
     """GPUs per node from ``squeue``'s TRES-per-node column (``gres:gpu:4``, ``gres/gpu:a100:2``)."""
     match = _GPU_RE.search(text or "")
     return int(match["n"]) if match else 0
+
+
+_GRES_GPU_RE = re.compile(r"(?:^|,)gpu(?::[^:,(\s]+)?:(?P<n>\d+)", re.IGNORECASE)
+
+
+def gpus_from_gres(text: str) -> int:
+    """GPUs of one node from ``sinfo``'s GRES column, every GPU type counted: ``gpu:4``,
+    ``gpu:a100:4(S:0-1)``, ``gpu:a100:2,gpu:v100:2`` (4); ``(null)`` is 0."""
+    return sum(int(match["n"]) for match in _GRES_GPU_RE.finditer((text or "").strip()))

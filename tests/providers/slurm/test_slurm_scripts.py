@@ -112,8 +112,10 @@ exec "$@"
 
 
 FAKE_SQUEUE = """#!/bin/bash
-# Stand-in for squeue -j <id> -o FORMAT: the row of the (one) running job.
-echo "${SLURM_JOB_ID}|madinfra.demo.worker|RUNNING|00:10:00|1|node1|debug|gres:gpu:1|None|OK|(null)|(null)|(null)|||(null)|0|$PWD|madinfra:stack=demo;resource=slurm/Job/worker;script=abc"
+# Stand-in for an unreachable controller: the end marker must not need squeue at all.
+echo called >> "$HOME/squeue-called"
+echo "squeue: error: slurm_load_jobs error: Unable to contact slurm controller" >&2
+exit 1
 """
 
 
@@ -129,7 +131,9 @@ def local_job(script: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     (home / ".madinfra" / "demo").mkdir(parents=True, exist_ok=True)
     path = tmp_path / "job.sbatch"
     path.write_text(script)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home), "SLURM_JOB_ID": "4242"}
+    # apply uploads the script to the stack directory too; the trap reads its directives there.
+    (home / ".madinfra" / "demo" / "worker.sbatch").write_text(script)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home), "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "node1"}
     return ["bash", str(path)], env
 
 
@@ -144,15 +148,44 @@ def marker_path(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(("command", "code", "state"), [("true", 0, "COMPLETED"), ("echo out; exit 3", 3, "FAILED (exit code 3)")])
 def test_a_training_job_records_how_it_ended(slurm_stack, tmp_path: Path, command: str, code: int, state: str) -> None:
+    """The marker is complete although squeue fails (a controller blip): it needs no controller."""
     role = role_launch(command=command)
-    proc = run_script_locally(scripts.render_job(slurm_stack(), launch_of(role), role).script, tmp_path)
+    job = scripts.render_job(slurm_stack(), launch_of(role), role)
+    proc = run_script_locally(job.script, tmp_path)
     assert proc.returncode == code, "the trap must not change the job's exit status"
     marker = markers.parse_marker("worker.4242", marker_path(tmp_path).read_text())
     assert marker is not None and (marker.exit_code, marker.state) == (code, state)
     assert marker.ended_at and marker.ended_at.endswith("Z")
-    (row,) = squeue.parse_squeue(marker.row)
-    assert (row.job_id, row.name, row.comment) == ("4242", "madinfra.demo.worker", "madinfra:stack=demo;resource=slurm/Job/worker;script=abc")
+    assert marker.workdir == str(tmp_path / "home" / ".madinfra" / "demo")
+    row = squeue.directive_row(marker)
+    assert row is not None and (row.job_id, row.name, row.comment) == ("4242", "madinfra.demo.worker", job.comment)
+    assert not (tmp_path / "home" / "squeue-called").exists(), "the trap made a controller round trip"
     assert not list(marker_path(tmp_path).parent.glob("*.tmp"))
+
+
+def test_a_finished_job_reads_back_with_the_spec_it_was_submitted_with(slurm_stack, tmp_path: Path) -> None:
+    """Every diffed option survives the marker: an unchanged stack plans no change after the end."""
+    from providers.slurm import SlurmProvider
+
+    spec = slurm_stack(
+        slurm={"partition": "debug", "nodes": 2, "gpus_per_node": 2, "time": "90", "exclusive": True, "qos": "high", "account": "ml",
+               "constraint": "a|b", "exclude": "node9", "mem": "64G", "reservation": "r1"},
+        distributed={"launcher": "torchrun", "nnodes": 2, "nproc_per_node": 1},
+        roles={"worker": {"command": "true"}},
+    )
+    provider = SlurmProvider()
+    from madinfra.launchers import compile as compile_launch
+
+    (desired,) = [r for r in provider.desired(spec, compile_launch(spec)) if r.kind == scripts.KIND]
+    script = desired.spec["submit"]["script"]
+    assert run_script_locally(script, tmp_path).returncode == 0
+    marker = markers.parse_marker("worker.4242", marker_path(tmp_path).read_text())
+    assert marker is not None
+    resources = squeue.to_resources([], "demo", [marker])
+    (live,) = resources
+    want = {k: v for k, v in desired.spec.items() if k != "submit"}
+    assert live.spec == want
+    assert live.status["finished"] and live.status["exit_code"] == 0 and live.status["nodes"] == ["node1"]
 
 
 def test_a_cancelled_job_records_nothing(slurm_stack, tmp_path: Path) -> None:

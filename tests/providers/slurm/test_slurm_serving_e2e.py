@@ -248,7 +248,7 @@ def test_a_finished_training_job_stays_finished_until_the_stack_changes(sandbox_
             time.sleep(1)
 
     # The sleep keeps the job RUNNING while apply waits for it, so apply itself always succeeds.
-    stack.write(training("sleep 2"))
+    stack.write(training("sleep 8"))
     stack.cli("apply", str(stack.path), "--yes")
     first = stack.state_job_id("worker")
     wait_finished()
@@ -258,7 +258,7 @@ def test_a_finished_training_job_stays_finished_until_the_stack_changes(sandbox_
     assert row["live"]["provider_id"] == first and row["live"]["status"]["state"] == "COMPLETED"
     assert row["live"]["status"]["exit_code"] == 0 and row["sync"] == "in sync"
 
-    stack.write(training("sleep 2; exit 3"))
+    stack.write(training("sleep 8; exit 3"))
     planned = stack.cli("plan", str(stack.path)).stdout
     assert "-/+ slurm/Job/worker" in planned and "script_sha256" in planned
     assert "worker: job " in planned and "has finished: COMPLETED; applying this change submits it again" in planned
@@ -279,7 +279,7 @@ def test_a_finished_training_job_stays_finished_until_the_stack_changes(sandbox_
     assert "FAILED (exit code 3)" in stack.cli("show", str(stack.path)).stdout
     second = rerun
 
-    stack.write(training("sleep 2; exit 3", time_limit="6"))
+    stack.write(training("sleep 8; exit 3", time_limit="6"))
     planned = stack.cli("plan", str(stack.path)).stdout
     assert "~ slurm/Job/worker" in planned and "Workloads that will restart: slurm/Job/worker (restarted by the update)" in planned
     applied = stack.cli("apply", str(stack.path), "--yes").stdout
