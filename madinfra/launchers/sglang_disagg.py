@@ -131,11 +131,12 @@ NODE_IPS_HELPERS = (
     "own() { scontrol show hostnames \"${SLURM_JOB_NODELIST}\" | while read -r n; do"
     " a=$(scontrol show node \"$n\" -o | sed -n 's/.* NodeAddr=\\([^ ]*\\).*/\\1/p'); echo \"${a:-$n}\"; done; }; "
     "peers() { [ -s \"$1\" ] && sed -e 's#^[a-z]*://##' -e 's#:[0-9]*$##' \"$1\"; }; "
-    "fit() { { cat; yes '' | head -n \"$1\"; } | head -n \"$1\"; }; "
+    "fit() { n=$1; [ \"$n\" -gt 0 ] 2>/dev/null || n=0; { cat; yes '' | head -n \"$n\"; } | head -n \"$n\"; }; "
 )
 """Shell helpers of ``node_ips_expr``: resolve a host to its IPv4 address on the node (a numeric
 address resolves to itself; an unresolvable name is kept), list this allocation's NodeAddrs in
-SLURM_PROCID order, read a pool's endpoint file as hosts, pad or cut a list to a pool's size."""
+SLURM_PROCID order, read a pool's endpoint file as hosts, pad or cut a list to a pool's size
+(a size that is not a positive number counts as 0: GNU ``head -n -K`` would read ``yes`` forever)."""
 
 
 def node_ips_expr(role: str) -> str:
