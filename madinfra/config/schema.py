@@ -139,6 +139,27 @@ class K8sSpec(Strict):
     """The cluster's DNS domain (kubelet --cluster-domain), in every pod's peer addresses."""
 
 
+CONTAINER_RUNTIMES: tuple[str, ...] = ("pyxis", "apptainer", "singularity", "podman", "none")
+"""``slurm.container.runtime`` values; ``singularity`` is apptainer's former name (and binary)."""
+
+
+class SlurmContainerSpec(Strict):
+    """``slurm.container``: which runtime runs ``model.image`` on the nodes, and what it mounts.
+
+    madengine always runs the image (in Docker); SLURM clusters run images through Pyxis/enroot
+    (``srun --container-image``) or apptainer, so the runtime is named here. ``runtime`` unset
+    means "none" when there is no image; with an image it must be chosen (``validate`` says so),
+    since guessing a runtime the cluster lacks would fail every job. ``mounts`` adds
+    ``SRC[:DST[:ro|rw]]`` to the paths madinfra mounts itself (the stack's directory, results,
+    model path, shared workspace and data); ``options`` are extra arguments for the runtime
+    (srun for pyxis, ``apptainer exec``, ``podman run``).
+    """
+
+    runtime: Literal["pyxis", "apptainer", "singularity", "podman", "none"] | None = None
+    mounts: list[str] = Field(default_factory=list)
+    options: list[str] = Field(default_factory=list)
+
+
 class SlurmSpec(Strict):
     partition: str = "amd-rccl"
     nodes: int = 1
@@ -165,6 +186,13 @@ class SlurmSpec(Strict):
     verbose_node_check: bool = False
     remote_dir: str = "~/.madinfra"
     ready_timeout: int = 300
+    container: SlurmContainerSpec = SlurmContainerSpec()
+
+    @field_validator("container", mode="before")
+    @classmethod
+    def _container_shorthand(cls, value: Any) -> Any:
+        """``container: pyxis`` is short for ``container: {runtime: pyxis}``."""
+        return {"runtime": value} if isinstance(value, str) else value
 
     @field_validator("time")
     @classmethod

@@ -25,6 +25,11 @@ SLURM settings of madengine and what madinfra does with them (the SLURM provider
   or a report printed. ``enable_node_check: true`` (madengine's default, also written out in its
   vLLM example) is accepted although no check runs: refusing madengine's own default would
   refuse nearly every madengine context JSON.
+- ``container`` (madinfra's own): which runtime runs ``model.image`` (pyxis, apptainer or
+  singularity, podman, none). An image with no runtime chosen is refused rather than guessed:
+  madengine always runs the image, so dropping it silently would run the workload on the bare
+  host, and guessing a runtime the cluster lacks would fail every job. ``none`` written out keeps
+  the image for other targets (a stack shared with Kubernetes) and runs on the host.
 - ``service.health_check.timeout`` on SLURM: apply waits ``slurm.ready_timeout`` for a job to
   start and pass its health check (``providers/slurm/provider.py``), so another value is refused
   with that field named.
@@ -35,7 +40,7 @@ from __future__ import annotations
 import posixpath
 
 from madinfra.config.option_words import is_option_word
-from madinfra.config.schema import HealthCheck, SlurmSpec, StackSpec
+from madinfra.config.schema import CONTAINER_RUNTIMES, HealthCheck, SlurmSpec, StackSpec
 
 Problems = list[tuple[str, str]]
 
@@ -138,6 +143,7 @@ def _slurm_problems(spec: StackSpec) -> Problems:
             f"{slurm.results_dir!r} is not a usable directory; give an absolute path, one starting with ~/, "
             "or one relative to the stack's directory on the cluster",
         ))
+    problems.extend(_container_problems(spec))
     if spec.service is not None and spec.service.health_check.timeout != DEFAULT_HEALTH_TIMEOUT:
         problems.append((
             "service.health_check.timeout",
@@ -145,3 +151,51 @@ def _slurm_problems(spec: StackSpec) -> Problems:
             "health check; set slurm.ready_timeout instead and remove service.health_check.timeout",
         ))
     return problems
+
+
+IMAGE_RUNTIMES = ", ".join(r for r in CONTAINER_RUNTIMES if r != "none")
+MOUNT_FLAGS = ("ro", "rw")
+
+
+def _container_problems(spec: StackSpec) -> Problems:
+    """``slurm.container`` against ``model.image``: an image is never silently dropped, a runtime
+    never runs without one, and every mount is a path the job can bind."""
+    assert spec.slurm is not None
+    container = spec.slurm.container
+    image = spec.model.image
+    runtime = container.runtime
+    if runtime is None and image:
+        return [(
+            "slurm.container.runtime",
+            f"is not set but model.image is {image!r}, and on SLURM an image runs only through a container runtime; "
+            f"set slurm.container.runtime to the one your cluster has ({IMAGE_RUNTIMES}), or to none to run on the bare host without the image",
+        )]
+    if runtime in (None, "none"):
+        return [
+            (f"slurm.container.{field}", f"only applies when slurm.container.runtime runs an image ({IMAGE_RUNTIMES}); remove it or choose a runtime")
+            for field in ("mounts", "options")
+            if getattr(container, field)
+        ]
+    problems: Problems = []
+    if not image:
+        problems.append(("model.image", f"is empty but slurm.container.runtime is {runtime}; name the image to run, or set the runtime to none"))
+    elif not is_option_word(image):
+        problems.append(("model.image", f"{image!r} is not an image reference; remove spaces, quotes, backslashes and ';'"))
+    for index, mount in enumerate(container.mounts):
+        problem = _mount_problem(mount)
+        if problem:
+            problems.append((f"slurm.container.mounts[{index}]", problem))
+    return problems
+
+
+def _mount_problem(mount: str) -> str | None:
+    """Why ``SRC[:DST[:ro|rw]]`` cannot be bound, or ``None``."""
+    parts = mount.split(":")
+    how = "write SRC, SRC:DST or SRC:DST:ro with absolute paths (or ~/...) on the cluster"
+    if len(parts) > 3 or "," in mount or not is_option_word(mount):
+        return f"{mount!r} is not a mount; {how}, without commas, spaces or quotes"
+    if not all(part == "~" or part.startswith(("/", "~/")) for part in parts[:2]):
+        return f"{mount!r} names a relative path; {how}"
+    if len(parts) == 3 and parts[2] not in MOUNT_FLAGS:
+        return f"{mount!r} ends in {parts[2]!r}, which is not ro or rw; {how}"
+    return None

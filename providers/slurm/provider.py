@@ -249,6 +249,7 @@ class SlurmProvider:
                 "exclude": options.exclude,
                 "reservation": options.reservation,
                 "mem": options.mem,
+                "image": scripts.container_image(spec),
                 "script_sha256": job.script_sha256,
                 rules.SUBMIT_KEY: submit,
             },

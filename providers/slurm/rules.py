@@ -18,7 +18,7 @@ SUBMIT_KEY = "submit"
 text (covered by ``script_sha256``), the files to upload, endpoint and readiness settings."""
 
 JOB_RULES = UpdateRules(
-    force_replace=("script_sha256", "exclusive"),
+    force_replace=("script_sha256", "exclusive", "image"),
     server_owned=(SUBMIT_KEY,),
     explained_by=(("script_sha256", f"{SUBMIT_KEY}.script"),),
     replace_when_running=(

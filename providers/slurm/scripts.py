@@ -8,6 +8,7 @@ Layout of a generated script::
     set -eo pipefail, module load, MADINFRA_WORKDIR, cd, end-marker trap (training only),
     MADINFRA_RESULTS_DIR (slurm.results_dir), secrets, literal env (with slurm.network_interface)
     srun ... bash -c '<per-task script: . topology.env, runtime env, unset, command>'
+    (with slurm.container: the same, split between the node and the image; see containers.py)
 
 What the madengine-compatible ``slurm`` settings become here (``unsupported.py`` refuses the
 ones madinfra does not carry out):
@@ -48,7 +49,7 @@ from madinfra.config.option_words import option_word_problem
 from madinfra.config.schema import StackSpec
 from madinfra.errors import ConfigError
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
-from providers.slurm import markers, units
+from providers.slurm import containers, markers, units
 
 KIND = "slurm/Job"
 LOG_DIR = "logs"
@@ -65,6 +66,8 @@ RESULTS_ENV = "MADINFRA_RESULTS_DIR"
 """Where ``slurm.results_dir`` is exported to the workload (absolute once the job runs)."""
 NETWORK_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
 """The variables ``slurm.network_interface`` sets, the two madengine's job template exports."""
+SRUN = "srun --ntasks-per-node=1 --kill-on-bad-exit=1"
+"""Every job step's prefix: one task per node over the whole allocation."""
 COMMENT_PREFIX = "madinfra:"
 DEFAULTED_OPTIONS = ("exclusive", "qos", "account", "mem")
 """Options a cluster fills with its own default when a job does not ask (``squeue`` then shows
@@ -92,14 +95,23 @@ def base_comment(stack: str, role: str) -> str:
     return f"{COMMENT_PREFIX}stack={stack};resource={resource_id(role)}"
 
 
-def full_comment(stack: str, role: str, script_sha256: str, asked: dict[str, str]) -> str:
-    """What ``--comment`` carries: the base comment plus the script hash and asked-for defaults,
-    so one ``squeue`` call gives the planner everything it compares."""
+def full_comment(stack: str, role: str, script_sha256: str, asked: dict[str, str], image: str | None = None) -> str:
+    """What ``--comment`` carries: the base comment plus the script hash, asked-for defaults and
+    the container image (when the job runs one), so one ``squeue`` call gives the planner
+    everything it compares, and a live read can name the image a job runs."""
     comment = f"{base_comment(stack, role)};script={script_sha256}"
     for name in DEFAULTED_OPTIONS:
         if name in asked:
             comment += f";{name}={asked[name]}"
+    if image is not None:
+        comment += f";image={image}"
     return comment
+
+
+def container_image(spec: StackSpec) -> str | None:
+    """The image the job's tasks run in, ``None`` on the bare host (``slurm.container``)."""
+    container = containers.container_for(spec, shell_path)
+    return container.image if container is not None else None
 
 
 def parse_comment(comment: str) -> dict[str, str] | None:
@@ -352,10 +364,29 @@ def body_lines(
     env = job_env(spec, role)
     for name in sorted(env):
         lines.append(f"export {name}={shlex.quote(env[name])}")
-    # No --nodes/--ntasks: the step spans the whole allocation, so a pending job's node count
-    # can still change with scontrol update without the script (and its hash) changing.
-    lines.append(f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c {shlex.quote(task_script(role, topology=bool(launch.topology_env)))}")
+    container = containers.container_for(spec, shell_path)
+    if container is None:
+        # No --nodes/--ntasks: the step spans the whole allocation, so a pending job's node count
+        # can still change with scontrol update without the script (and its hash) changing.
+        lines.append(f"{SRUN} bash -c {shlex.quote(task_script(role, topology=bool(launch.topology_env)))}")
+        return lines
+    extra = ([RESULTS_ENV] if results is not None else []) + sorted(secret_names(spec, secret_digests))
+    lines += containers.srun_lines(
+        spec,
+        launch,
+        role,
+        container,
+        srun=SRUN,
+        topology_source=TOPOLOGY_SOURCE if launch.topology_env else None,
+        literal_env=sorted(env),
+        extra_names=extra,
+    )
     return lines
+
+
+def secret_names(spec: StackSpec, secret_digests: dict[str, str]) -> set[str]:
+    """The secret variables the job sources (they must reach a container like the rest)."""
+    return set(secret_digests)
 
 
 def digest(lines: list[str]) -> str:
@@ -374,7 +405,7 @@ def render_job(
     options = job_options(spec, role)
     hashed = fixed_lines(spec) + body_lines(spec, launch, role, files_digest=files_digest, secret_digests=secret_digests)
     sha = digest(hashed)
-    comment = full_comment(spec.name, role.role, sha, options.asked_defaults)
+    comment = full_comment(spec.name, role.role, sha, options.asked_defaults, container_image(spec))
     script = "\n".join(["#!/bin/bash", *option_lines(options, comment), *hashed]) + "\n"
     return RenderedJob(
         role=role.role,

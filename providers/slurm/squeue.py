@@ -160,6 +160,7 @@ def live_spec(row: JobRow) -> dict[str, Any]:
         "reservation": _value(row.reservation),
         "mem": _mem(row.mem) if "mem" in comment else None,
         "script_sha256": comment.get("script"),
+        "image": comment.get("image"),
     }
     return spec
 

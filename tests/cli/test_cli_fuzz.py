@@ -367,7 +367,7 @@ def hostile_stacks(draw, target: str) -> dict[str, Any]:
         "secret_env": {"FZ_TOKEN": {"value": secret_inline}, "FZ_FROM_ENV": {"from_env": "FUZZ_SECRET_SOURCE"}},
     }
     if target == "slurm":
-        stack["slurm"] = {"partition": "debug", "gpus_per_node": 1, "time": "10", "exclusive": False}
+        stack["slurm"] = {"partition": "debug", "gpus_per_node": 1, "time": "10", "exclusive": False, "container": "none"}
     else:
         stack["k8s"] = {"namespace": "ml", "gpu_count": 1}
     return {"stack": stack, "secrets": (secret_inline, secret_from_env), "expected_env": {**env, **role_env}}
@@ -532,7 +532,7 @@ def test_every_launcher_passes_env_values_unchanged(target, sandbox):
             "env_vars": env,
         }
         stack["model"] = {k: v for k, v in stack["model"].items() if v is not None}
-        stack[target] = {"partition": "debug", "gpus_per_node": 1, "time": "10", "exclusive": False} if target == "slurm" else {"namespace": "ml", "gpu_count": 1}
+        stack[target] = {"partition": "debug", "gpus_per_node": 1, "time": "10", "exclusive": False, "container": "none"} if target == "slurm" else {"namespace": "ml", "gpu_count": 1}
         out_dir = workdir / "rendered"
         if out_dir.exists():
             for old in out_dir.iterdir():

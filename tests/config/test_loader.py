@@ -79,7 +79,7 @@ def test_yaml_scalars_become_env_strings(write_stack):
 
 def test_native_fields(write_stack):
     spec = load(write_stack(
-        "name: llama-serve\nslurm: {partition: debug, gpus_per_node: 4}\n"
+        "name: llama-serve\nslurm: {partition: debug, gpus_per_node: 4, container: apptainer}\n"
         "model: {image: img, model_path: /models/llama, script: serve.sh, args: ['--x', '1']}\n"
         "distributed: {launcher: vllm}\nservice: {port: 8001}\n"
         "secret_env: {HF_TOKEN: {from_env: HF_TOKEN}}\nroles: {server: {command: 'sleep 1'}}\n"
@@ -87,6 +87,7 @@ def test_native_fields(write_stack):
     assert spec.name == "llama-serve" and spec.is_service and spec.service.port == 8001
     assert spec.model.args == ["--x", "1"] and spec.roles["server"].command == "sleep 1"
     assert spec.secret_env["HF_TOKEN"].from_env == "HF_TOKEN"
+    assert spec.slurm.container.runtime == "apptainer"
 
 
 def test_empty_sections_mean_defaults():

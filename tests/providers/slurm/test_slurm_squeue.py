@@ -50,7 +50,13 @@ def test_live_spec_matches_the_desired_shape() -> None:
         "reservation": None,
         "mem": None,
         "script_sha256": "abc123",
+        "image": None,
     }
+
+
+def test_the_container_image_is_read_back_from_the_comment() -> None:
+    (row,) = squeue.parse_squeue(line(comment=COMMENT + ";image=registry.example/sglang:v0.5"))
+    assert squeue.live_spec(row)["image"] == "registry.example/sglang:v0.5"
 
 
 def test_cluster_defaults_are_reported_only_when_madinfra_asked_for_them() -> None:
