@@ -77,6 +77,13 @@ def unsupported_problems(spec: StackSpec) -> Problems:
             problems.append(("k8s.data_pvc", "names an existing claim, so no data PVC is created and its storage class would go unused; remove one of k8s.data_pvc and the data storage class"))
         if k8s.secrets.runtime_secret_name and k8s.secrets.strategy != "existing":
             problems.append(("k8s.secrets.runtime_secret_name", f"names an existing Secret, which is only used with k8s.secrets.strategy: existing (not {k8s.secrets.strategy}); set the strategy or remove the name"))
+    if spec.guest_os != "UBUNTU":
+        problems.append(("guest_os", "selects the base OS of the images madengine builds; madinfra builds no image and runs model.image as given, so remove guest_os"))
+    if spec.shared_data is not None:
+        if spec.target == "k8s":
+            problems.append(("shared_data", "is a path on SLURM nodes; on Kubernetes shared data is a volume: set k8s.data_pvc (an existing claim) or k8s.data_storage_class (mounted at /data), and remove shared_data"))
+        elif not spec.shared_data.startswith("/"):
+            problems.append(("shared_data", f"must be an absolute path on the nodes (got {spec.shared_data!r}); it is exported to every task as MADINFRA_SHARED_DATA and mounted into containers at the same path"))
     problems.extend(_slurm_problems(spec))
     return problems
 

@@ -63,6 +63,8 @@ OUTPUT_PATTERN = f"{LOG_DIR}/%x_%j.out"
 ERROR_PATTERN = f"{LOG_DIR}/%x_%j.err"
 ENDPOINTS_DIR = "endpoints"
 RESULTS_ENV = "MADINFRA_RESULTS_DIR"
+SHARED_DATA_ENV = "MADINFRA_SHARED_DATA"
+"""Where top-level ``shared_data`` (a dataset path on every node) reaches the workload."""
 """Where ``slurm.results_dir`` is exported to the workload (absolute once the job runs)."""
 NETWORK_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
 """The variables ``slurm.network_interface`` sets, the two madengine's job template exports."""
@@ -280,9 +282,13 @@ def job_env(spec: StackSpec, role: RoleLaunch) -> dict[str, str]:
     """The literal environment the batch script exports: the role's env with
     ``slurm.network_interface`` applied. It overrides ``env_vars`` (madengine's template exports
     it after them, so the multi-node preset's ``NCCL_SOCKET_IFNAME=eth0`` cannot undo it), but
-    not ``roles.<role>.env``, the most specific setting there is."""
+    not ``roles.<role>.env``, the most specific setting there is. Top-level ``shared_data``
+    (madengine's "dataset location on all nodes") is ``MADINFRA_SHARED_DATA`` unless the role's
+    env already names that variable."""
     assert spec.slurm is not None
     env = dict(role.env)
+    if spec.shared_data is not None:
+        env.setdefault(SHARED_DATA_ENV, spec.shared_data)
     interface = spec.slurm.network_interface
     if interface is not None:
         override = spec.roles.get(role.role)

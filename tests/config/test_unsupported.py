@@ -32,6 +32,9 @@ def k8s(**fields) -> dict:
         (k8s(data_storage_size="1Ti"), "k8s.data_storage_size", "set k8s.data_storage_class"),
         (k8s(results_pvc="mine", storage_class="fast"), "k8s.results_pvc", "remove one of"),
         (k8s(secrets={"runtime_secret_name": "creds"}), "k8s.secrets.runtime_secret_name", "strategy: existing"),
+        ({"slurm": {}, "guest_os": "CENTOS"}, "guest_os", "runs model.image as given"),
+        ({**k8s(), "shared_data": "/datasets"}, "shared_data", "set k8s.data_pvc"),
+        ({"slurm": {}, "shared_data": "datasets"}, "shared_data", "must be an absolute path"),
     ],
 )
 def test_each_unsupported_setting_is_refused_with_its_field(data, field, words):

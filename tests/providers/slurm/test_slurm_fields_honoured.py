@@ -178,6 +178,13 @@ def test_madengines_advanced_example_uses_its_workspace_interface_and_results(tm
     assert f"export MADINFRA_WORKDIR=/shared/workspace/{spec.name}\n" in script
     assert "export MADINFRA_RESULTS_DIR=/shared/results\nmkdir -p \"$MADINFRA_RESULTS_DIR\"\n" in script
     assert "export NCCL_SOCKET_IFNAME=ib0\n" in script and "export GLOO_SOCKET_IFNAME=ib0\n" in script
+    assert "export MADINFRA_SHARED_DATA=/shared/datasets\n" in script, "madengine's shared_data reaches every task"
+
+
+def test_a_role_env_naming_madinfra_shared_data_wins(slurm_stack) -> None:
+    spec = multi_node(slurm_stack, shared_data="/data/a", worker={"env": {"MADINFRA_SHARED_DATA": "/data/b"}})
+    script = worker_job(spec).spec["submit"]["script"]
+    assert "export MADINFRA_SHARED_DATA=/data/b\n" in script and "/data/a" not in script
 
 
 def test_a_results_dir_the_job_cannot_make_fails_the_job_and_is_recorded(slurm_stack, tmp_path: Path) -> None:
