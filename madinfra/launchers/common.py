@@ -384,12 +384,18 @@ def server_lines(ctx: LaunchContext, native: str) -> tuple[str, ...]:
 def finish(ctx: LaunchContext, draft: RoleDraft) -> RoleLaunch:
     """Merge user env (first), launcher contract (overrides it), role override env (last).
 
+    User env is ``env_vars`` with ``docker_env_vars`` over it: madengine passes the latter into
+    the container its workload runs in, and here the workload always runs in one (the pod, a
+    SLURM container runtime) or on the bare host where the same variables are its environment;
+    either way, as ``docker run -e`` would, they win over ``env_vars``.
+
     A user variable the launcher computes at run time or unsets is dropped from ``env``, else
     the two would fight on the node. ``roles.<role>.command`` replaces the command only.
     """
     runtime = dict(draft.runtime)
     unset = list(draft.unset)
-    env = {k: v for k, v in ctx.spec.env_vars.items() if k not in runtime and k not in unset}
+    user_env = {**ctx.spec.env_vars, **ctx.spec.docker_env_vars}
+    env = {k: v for k, v in user_env.items() if k not in runtime and k not in unset}
     env.update(draft.env)
     command = "\n".join(draft.lines)
     override = ctx.spec.roles.get(draft.role)

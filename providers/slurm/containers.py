@@ -7,13 +7,14 @@ Every task does its work in two stages, so the same launcher output works in any
    addresses from ``getent``...). Those expressions need SLURM's tools, which images do not
    carry. The evaluated values and the job's literal env are written, quoted, to a per-task
    file in the stack's directory (mode 0600, in the 0700 directory).
-2. **In the container**: source that file (and delete it: it may hold secret values), export
-   ``docker_env_vars``, apply the launcher's unsets, run the command.
+2. **In the container**: source that file (and delete it: it may hold secret values), apply
+   the launcher's unsets, run the command.
 
 Re-exporting from the file instead of trusting each runtime's pass-through makes the process
 see the same environment under every runtime: apptainer drops the host ``PATH`` and lets an
 image's ``%environment`` win, podman passes nothing unless asked, enroot merges the image's
-env. ``docker_env_vars`` are exported last in the container, as ``docker run -e`` would.
+env. ``docker_env_vars`` are part of the literal env (over ``env_vars``, as ``docker run -e``
+would; see ``launchers.common.finish``), so they arrive through the same file.
 
 Runtimes and their lines:
 
@@ -160,31 +161,13 @@ def save_env_lines(role: str, names: list[str]) -> list[str]:
     ]
 
 
-def docker_env(spec: StackSpec, role: RoleLaunch) -> dict[str, str]:
-    """The ``docker_env_vars`` exported in the container. They beat ``env_vars`` (madengine
-    passes them to ``docker run -e``), but not what the launcher computes, unsets or sets as a
-    constant, nor ``roles.<role>.env``: those are the launcher's contract and the user's most
-    specific setting."""
-    computed = {name for name, _ in role.runtime_env} | set(role.unset_env)
-    override = spec.roles.get(role.role)
-    pinned = set(override.env) if override is not None else set()
-    kept = {}
-    for name, value in spec.docker_env_vars.items():
-        launcher_set = name in role.env and spec.env_vars.get(name) != role.env[name]
-        if name not in computed and name not in pinned and not launcher_set:
-            kept[name] = value
-    return kept
-
-
-def inner_script(spec: StackSpec, role: RoleLaunch) -> str:
-    """Stage 2, what runs in the container: the node's values, docker env, unsets, command."""
+def inner_script(role: RoleLaunch) -> str:
+    """Stage 2, what runs in the container: the node's values (docker env included), unsets, command."""
     path = task_env_file(role.role)
     lines = [
         f'. {path} || {{ echo "madinfra: {TASK_ENV_DIR} env file of task $SLURM_PROCID is missing" >&2; exit 1; }}',
         f"rm -f {path}",
     ]
-    env = docker_env(spec, role)
-    lines += [f"export {name}={shlex.quote(env[name])}" for name in sorted(env)]
     if role.unset_env:
         lines.append("unset " + " ".join(role.unset_env))
     lines.append(role.command)
@@ -243,7 +226,7 @@ def srun_lines(
     included, up to the command)."""
     names = carried_names(launch, role, literal_env, extra_names)
     stage1 = host_lines(launch, role, topology_source) + save_env_lines(role.role, names)
-    inner = inner_script(spec, role)
+    inner = inner_script(role)
     if container.flavour == "pyxis":
         return [
             f"{srun} bash -c {shlex.quote(chr(10).join(stage1) + chr(10))}",

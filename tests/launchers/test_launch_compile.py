@@ -179,3 +179,13 @@ def test_quoted_args_survive_every_launcher(spec):
     for launcher in ("torchrun", "deepspeed", "megatron", "torchtitan", None):
         worker = compile(spec("slurm", launcher, 2, 2, extra={"model": {"script": "job.sh", "args": [hostile]}})).role("worker")
         assert worker.command.endswith(f"bash job.sh {shlex.quote(hostile)}")
+
+
+@pytest.mark.parametrize("target", ["k8s", "slurm"])
+def test_docker_env_vars_are_the_workloads_env_over_env_vars_but_under_the_launcher(plan, target):
+    """madengine passes docker_env_vars into the workload's container; the pod is one, and a
+    SLURM task runs in one or on the bare host: either way they reach the process."""
+    extra = {"env_vars": {"A": "env", "B": "env"}, "docker_env_vars": {"B": "docker", "C": "docker", "MAD_LAUNCHER_TYPE": "mine"}}
+    (role,) = plan(target, "torchrun", 2, 1, extra=extra).roles
+    assert (role.env["A"], role.env["B"], role.env["C"]) == ("env", "docker", "docker")
+    assert role.env["MAD_LAUNCHER_TYPE"] == "torchrun", "the launcher's contract wins"

@@ -255,14 +255,16 @@ def test_docker_env_vars_never_beat_the_launcher_or_the_role_override() -> None:
     )
     spec = resolve(stack, source="test")
     role = compile_launch(spec).role("worker")
-    assert containers.docker_env(spec, role) == {"OWN": "yes", "FROM_DOCKER": "it's $(docker)", "SHARED": "from docker_env_vars"}
+    assert "RANK" not in role.env and "RANK" in dict(role.runtime_env), "computed on the node, not taken from docker_env_vars"
+    assert role.env["MAD_LAUNCHER_TYPE"] == "torchrun" and role.env["PINNED"] == "role"
+    assert (role.env["OWN"], role.env["FROM_DOCKER"], role.env["SHARED"]) == ("yes", "it's $(docker)", "from docker_env_vars")
 
 
 def test_unset_variables_stay_unset_in_the_container(tmp_path: Path) -> None:
     spec = showing(base_stack("vllm", "apptainer", gpu_vendor="AMD"))
     role = compile_launch(spec).role("server")
     assert role.unset_env, "vLLM on AMD unsets CUDA_VISIBLE_DEVICES and friends"
-    inner = containers.inner_script(spec, role)
+    inner = containers.inner_script(role)
     assert "unset " + " ".join(role.unset_env) in inner
     assert inner.index("unset ") < inner.index(role.command)
 
