@@ -144,6 +144,7 @@ def compute_plan(
         stack_fingerprint=fingerprint,
         replace=() if destroy else replace,
         finished_and_gone=getattr(provider, "finished_and_gone", None),
+        not_in_place=getattr(provider, "not_in_place", None),
     )
     result.stack_file = str(Path(stack_file).resolve()) if stack_file is not None else None
     result.target = spec.target

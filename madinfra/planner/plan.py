@@ -21,6 +21,10 @@ from madinfra.resources import Change, FieldChange, Resource, UpdateRules
 
 RulesFor = Callable[[str], UpdateRules]
 RestartCheck = Callable[[Change], bool]
+InPlaceCheck = Callable[[Resource, Resource, str, Any, Any], "str | None"]
+"""``not_in_place(live, desired, path, before, after)``: a sentence when the target will not
+change this field of this live resource in place although its rules say it may (Slurm lets only
+an operator raise a running job's time limit), so the plan shows a replacement with that reason."""
 FinishedCheck = Callable[[Resource, "AppliedRecord"], "str | None"]
 """``finished_and_gone(desired, applied)``: a sentence when a resource that is gone from the
 cluster ended by itself (a finished training Job that Kubernetes removed after its TTL), so it
@@ -128,6 +132,7 @@ def plan(
     stack_fingerprint: str = "",
     replace: Iterable[str] = (),
     finished_and_gone: FinishedCheck | None = None,
+    not_in_place: InPlaceCheck | None = None,
 ) -> Plan:
     """Compute the ordered changes that turn ``live`` into ``desired`` (pure).
 
@@ -149,7 +154,7 @@ def plan(
             notes.append(note)
             finished.append(rid)
             continue
-        change = _change_for(want, live_by_id.get(rid), state.get(rid), rules)
+        change = _change_for(want, live_by_id.get(rid), state.get(rid), rules, not_in_place)
         if change is not None:
             changes.append(change)
         elif state.get(rid) is not None and state[rid].tainted:
@@ -225,7 +230,9 @@ def _unique(resources: list[Resource], which: str) -> dict[str, Resource]:
     return out
 
 
-def _change_for(want: Resource, have: Resource | None, applied: AppliedRecord | None, rules: UpdateRules) -> Change | None:
+def _change_for(
+    want: Resource, have: Resource | None, applied: AppliedRecord | None, rules: UpdateRules, not_in_place: InPlaceCheck | None = None
+) -> Change | None:
     tainted = applied is not None and applied.tainted
     if have is None:
         fields = [_field(d, False) for d in flatten(normalise(want.spec, rules))]
@@ -242,11 +249,16 @@ def _change_for(want: Resource, have: Resource | None, applied: AppliedRecord | 
     for diff in diffs:
         forced = overlaps(diff.path, rules.force_replace)
         when_running = running and overlaps(diff.path, rules.replace_when_running)
-        fields.append(_field(diff, forced or when_running, _details(diff, want, have, applied, rules)))
+        refused = None
+        if not (forced or when_running) and not_in_place is not None:
+            refused = not_in_place(have, want, format_path(diff.path), _plain(diff.before), _plain(diff.after))
+        fields.append(_field(diff, forced or when_running or refused is not None, _details(diff, want, have, applied, rules)))
         if forced:
             reasons.append(f"{format_path(diff.path)} forces replacement")
         elif when_running:
             reasons.append(f"{format_path(diff.path)} forces replacement because the resource is running")
+        elif refused is not None:
+            reasons.append(refused)
     drift = False
     if tainted:
         reasons.insert(0, PREVIOUS_FAILURE)
@@ -255,6 +267,10 @@ def _change_for(want: Resource, have: Resource | None, applied: AppliedRecord | 
         reasons.insert(0, CHANGED_OUTSIDE)
     action = "replace" if any(f.forces_replace for f in fields) else "update"
     return Change(action, want.id, want, have, fields=fields, reasons=reasons, drift=drift)
+
+
+def _plain(value: Any) -> Any:
+    return None if value is ABSENT else value
 
 
 def _field(diff: FieldDiff, forces: bool, details: tuple[str, ...] = ()) -> FieldChange:

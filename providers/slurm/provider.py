@@ -15,6 +15,12 @@
   its partition fails before anything is queued) and the stack's files and end markers
   (``readout.py``). A training job that ended by itself is live as COMPLETED/FAILED
   (``markers.py``), so plan does not resubmit it; any change to it does.
+- Who applies matters: Slurm lets only an operator (root, SlurmUser, AdminLevel Operator or
+  Administrator) raise a *running* job's time limit; anyone may lower it, and raise a pending
+  one (within the partition's MaxTime). The live read says who the SSH user is
+  (``readout.Identity``), and for an ordinary user a raise on a running job is planned as a
+  replacement (``not_in_place``), so apply does what the plan said instead of failing with
+  "Access/permission denied".
 - ``apply``: ``madinfra.sequential.apply_sequentially`` with create = upload + ``sbatch --parsable``
   + wait until RUNNING (and healthy, for services; a training job is watched a few seconds
   more, and one that ended fails apply unless its end marker says exit 0); update = ``scontrol update`` field by field,
@@ -49,7 +55,7 @@ from madinfra.errors import ProviderError, TransientProviderError
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.resources import Change, ProgressCallback, ProviderOptions, RecordCallback, Resource, UpdateRules
 from providers.slurm import files as local_files
-from providers.slurm import markers, readout, rules, scripts, squeue, stackfiles
+from providers.slurm import markers, readout, rules, scripts, squeue, stackfiles, units
 from providers.slurm.connection import SlurmConnection, resolve_target, sftp_path
 
 POOLS = ("prefill", "decode")
@@ -58,6 +64,8 @@ ROLLING_ORDER = ("prefill", "decode", "proxy")
 """The order disaggregated roles are created, replaced and (reversed) deleted in."""
 KINDS = (scripts.KIND, stackfiles.FILE_KIND)
 HEALTH_COMMAND_TIMEOUT = 20
+TIME_RAISE_REASON = "only a Slurm operator can raise a running job's time limit, and {user} is not one: the job is resubmitted with the new limit"
+"""Why a raised time limit replaces a running job (``not_in_place``)."""
 
 
 class JobNotReady(ProviderError):
@@ -111,6 +119,8 @@ class SlurmProvider:
         """The stack the last live read was for: the one a destroy's deletes belong to."""
         self._partitions: dict[str, squeue.Partition] | None = None
         """The cluster's partitions as the last live read's sinfo gave them (``None``: unknown)."""
+        self._identity: readout.Identity | None = None
+        """Who the SSH user is for Slurm, from the last live read (``None``: it did not say)."""
         self._progress: ProgressCallback = lambda rid, message: None
 
     # -- pure -------------------------------------------------------------------------------
@@ -170,6 +180,19 @@ class SlurmProvider:
         """``scontrol update`` never restarts a job; "updating" a finished job resubmits it."""
         current = change.current
         return current is not None and current.kind == scripts.KIND and bool(current.status.get("finished"))
+
+    def not_in_place(self, live: Resource, desired: Resource, path: str, before: Any, after: Any) -> str | None:
+        """Why a field the rules allow in place cannot change in place for the SSH user: raising
+        a running job's time limit needs a Slurm operator (``scontrol update`` answers
+        "Access/permission denied" to anyone else), so for an ordinary user the plan replaces
+        the job. Lowering a limit, and raising a pending job's, stay in place: Slurm allows both
+        to the job's owner. Without an identity from the live read nothing is refused."""
+        identity = self._identity
+        if identity is None or identity.operator or live.kind != scripts.KIND or path != "time":
+            return None
+        if live.status.get("finished") or not live.status.get("running") or not _raises_time(before, after):
+            return None
+        return TIME_RAISE_REASON.format(user=identity.user or "this user")
 
     def desired(self, spec: StackSpec, launch: LaunchPlan) -> list[Resource]:
         """Jobs and stack files in apply order; reads local files only to hash them (no
@@ -291,6 +314,7 @@ class SlurmProvider:
         if not result.ok:
             raise ProviderError(f"{what}: squeue failed ({result.error_text})")
         live = readout.parse_read(result.stdout)
+        self._identity = live.identity
         self._partitions = squeue.parse_sinfo(live.sinfo_text) if live.sinfo_text is not None else None
         jobs = squeue.to_resources(squeue.parse_squeue(live.squeue_text), stack, markers.parse_markers(live.files))
         pool_jobs = {r.name: r.provider_id or "" for r in jobs if "#" not in r.name}
@@ -379,6 +403,12 @@ class SlurmProvider:
             raise ProviderError(f"{rid}: job {job_id} is no longer in squeue since the plan was made; run plan again")
         changed = {rules.top_level(f.path) for f in change.fields} - {rules.SUBMIT_KEY}
         submit = desired.spec[rules.SUBMIT_KEY]
+        identity = self._identity
+        if row.running and "time" in changed and identity is not None and not identity.operator and _raises_time(current.spec.get("time"), desired.spec.get("time")):
+            raise ProviderError(
+                f"{rid}: job {job_id} started running after the plan was made, and only a Slurm operator can raise a running job's time limit "
+                f"({identity.user} is not one); run plan again (it will propose a replacement)"
+            )
         try:
             words = rules.assignments(desired.spec, changed, row.running, submit["comment"])
         except rules.NotInPlace as exc:
@@ -743,6 +773,21 @@ class SlurmProvider:
         host = job.status["nodes"][0]
         api_path = spec.service.api_path if spec.service is not None else "/v1"
         return {"endpoint": f"http://{addresses.get(host, host)}:{port}{api_path}"}
+
+
+def _raises_time(before: Any, after: Any) -> bool:
+    """The new time limit is longer than the old one (``UNLIMITED`` is the longest); a value
+    that cannot be read counts as a raise, since only an operator could be sure to set it."""
+    if after is None or after == before:
+        return False
+    try:
+        old = units.time_minutes(str(before)) if before is not None else 0
+        new = units.time_minutes(str(after))
+    except ValueError:
+        return True
+    if new is None:
+        return old is not None
+    return old is not None and new > old
 
 
 def _readiness(spec: StackSpec, launch: LaunchPlan, role: str, port: int | None) -> dict[str, Any]:

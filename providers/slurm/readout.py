@@ -7,10 +7,19 @@ One round trip prints, in this order::
     @@madinfra sinfo
     <sinfo -h -a -N -o '%P %N %G' output: partition, node, GRES>
     @@madinfra sinfo-exit <sinfo's exit status>
+    @@madinfra user <uid> <user name>
+    @@madinfra config SlurmUser=<name(uid)>
+    @@madinfra config AccountingStorageType=<plugin>
+    @@madinfra admin-level <AdminLevel>          (only with slurmdbd accounting)
     @@madinfra dir <the stack directory, as the remote shell resolved it>
     @@madinfra file <path relative to it>
     <the file's text>
     ...
+
+Who the SSH user is for Slurm (``Identity``) rides along: Slurm lets only an operator (root,
+SlurmUser, or AdminLevel Operator/Administrator in accounting) raise a running job's time limit,
+so the plan must know it before it promises ``~``. Without slurmdbd there is no AdminLevel to
+ask (``sacctmgr`` only works with it), so then only root and SlurmUser count as operators.
 
 The files are ``topology.env``, ``endpoints/*`` and ``status/*`` (end markers of finished jobs).
 sinfo lets plan say that a job can never fit its partition (``squeue.fit_problem``) before
@@ -27,6 +36,7 @@ there points elsewhere (apply writes it for a stack with another remote_dir, so 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from madinfra import naming
@@ -36,6 +46,34 @@ from providers.slurm import scripts, squeue
 MARK = "@@madinfra"
 POINTER = ".remote_dir"
 PATTERNS = (scripts.TOPOLOGY_FILE, f"{scripts.ENDPOINTS_DIR}/*", f"{scripts.STATUS_DIR}/*")
+CONFIG_KEYS = ("SlurmUser", "AccountingStorageType")
+"""The ``scontrol show config`` lines the live read keeps."""
+SACCTMGR_TIMEOUT = 5
+"""Seconds ``sacctmgr`` may take: it asks slurmdbd, which may be down even when slurmctld is up."""
+OPERATOR_LEVELS = ("operator", "administrator")
+_NAME_UID_RE = re.compile(r"^(?P<name>[^()\s]*)\((?P<uid>\d+)\)$")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The SSH user as Slurm sees it, from the live read (see the module docstring)."""
+
+    user: str
+    uid: int | None = None
+    slurm_user: str | None = None
+    """``SlurmUser`` as ``scontrol show config`` prints it: ``slurm(64030)``."""
+    admin_level: str | None = None
+    """``sacctmgr``'s AdminLevel (``None``, ``Operator``, ``Administrator``); ``None`` when unknown."""
+
+    @property
+    def operator(self) -> bool:
+        """Slurm's own test (``validate_operator``): root, SlurmUser, or an Operator/Administrator."""
+        if self.uid == 0:
+            return True
+        match = _NAME_UID_RE.match((self.slurm_user or "").strip())
+        if match and (match["name"] == self.user or (self.uid is not None and int(match["uid"]) == self.uid)):
+            return True
+        return (self.admin_level or "").strip().lower() in OPERATOR_LEVELS
 
 
 def default_dir(stack: str) -> str:
@@ -75,6 +113,23 @@ def remove_command(stack: str, remote_dir: str | None = None) -> str:
     )
 
 
+def identity_command() -> str:
+    """Shell printing the ``user``, ``config`` and ``admin-level`` marker lines; it never fails,
+    and asks ``sacctmgr`` only where accounting goes through slurmdbd (elsewhere it only errors)."""
+    wanted = " || ".join(f'$1 == "{key}"' for key in CONFIG_KEYS)
+    return "; ".join(
+        [
+            f"printf '%s %s %s\\n' '{MARK} user' \"$(id -u 2>/dev/null)\" \"$(id -un 2>/dev/null)\"",
+            f"cfg=$(scontrol show config 2>/dev/null | awk '{wanted} {{ print $1 \"=\" $3 }}')",
+            f"for kv in $cfg; do printf '%s %s\\n' '{MARK} config' \"$kv\"; done",
+            'case "$cfg" in *accounting_storage/slurmdbd*)'
+            f" printf '%s %s\\n' '{MARK} admin-level'"
+            f' "$(timeout {SACCTMGR_TIMEOUT} sacctmgr -n -P show user "$(id -un)" format=adminlevel 2>/dev/null | head -n 1)";;'
+            " esac",
+        ]
+    )
+
+
 def read_command(stack: str, remote_dir: str | None = None) -> str:
     """The one command of a live read (see the module docstring)."""
     locate = _locate(stack, remote_dir)
@@ -87,6 +142,7 @@ def read_command(stack: str, remote_dir: str | None = None) -> str:
             f"printf '%s\\n' '{MARK} sinfo'",
             f"{squeue.SINFO_COMMAND} 2>/dev/null",
             f"printf '%s %s\\n' '{MARK} sinfo-exit' \"$?\"",
+            identity_command(),
             locate,
             'if cd "$d" 2>/dev/null; then'
             f" printf '%s %s\\n' '{MARK} dir' \"$PWD\";"
@@ -110,6 +166,8 @@ class LiveRead:
     directory: str | None = None
     files: list[tuple[str, str]] = field(default_factory=list)
     sinfo_text: str | None = None
+    identity: Identity | None = None
+    """``None`` when the remote printed no ``user`` line (not this module's command)."""
 
 
 def parse_read(stdout: str) -> LiveRead:
@@ -119,6 +177,9 @@ def parse_read(stdout: str) -> LiveRead:
     sinfo_ok = False
     directory: str | None = None
     files: list[tuple[str, list[str]]] = []
+    user: tuple[int | None, str] | None = None
+    config: dict[str, str] = {}
+    admin_level: str | None = None
     section = "squeue"
     for line in stdout.splitlines():
         if line.startswith(MARK + " "):
@@ -128,6 +189,14 @@ def parse_read(stdout: str) -> LiveRead:
                 sinfo_ok = sinfo_ok or (kind == "sinfo-exit" and value.strip() == "0")
             elif kind == "sinfo":
                 section = "sinfo"
+            elif kind == "user":
+                uid, _, name = value.strip().partition(" ")
+                user = (int(uid) if uid.isdigit() else None, name.strip())
+            elif kind == "config":
+                key, _, setting = value.partition("=")
+                config[key.strip()] = setting.strip()
+            elif kind == "admin-level":
+                admin_level = value.strip() or None
             elif kind == "dir":
                 directory = value
             elif kind == "file":
@@ -145,4 +214,5 @@ def parse_read(stdout: str) -> LiveRead:
         directory=directory,
         files=[(path, "\n".join(lines).rstrip("\n") + "\n" if any(lines) else "") for path, lines in files],
         sinfo_text="\n".join(sinfo_lines) + "\n" if sinfo_ok else None,
+        identity=Identity(user[1], user[0], config.get("SlurmUser"), admin_level) if user is not None else None,
     )

@@ -95,3 +95,4 @@ def test_fields_without_a_text_have_no_details():
     rules = UpdateRules(force_replace=("script_sha256",))
     result = plan([job("b", "x")], [job("a", "y")], {}, lambda kind: rules)
     assert all(f.details == () for f in result.changes[0].fields)
+

@@ -207,3 +207,18 @@ def test_replace_of_a_resource_not_yet_live_is_a_plain_create_and_unknown_names_
     assert actions(plan([job], [], None, rules_for, replace=["train"])) == [("create", "job/train")]
     with pytest.raises(MadinfraError, match="--replace nope matches no resource of this stack; valid resource ids: job/train"):
         plan([job], [live(job)], None, rules_for, replace=["nope"])
+
+
+def test_a_provider_can_refuse_an_in_place_field_with_its_reason():
+    rules = UpdateRules()
+    live = Resource("slurm/Job", "w", {"time": "10", "name": "a"}, status={"running": True})
+    want = Resource("slurm/Job", "w", {"time": "20", "name": "b"})
+
+    def not_in_place(have, desired, path, before, after):
+        return "only an operator may raise it" if path == "time" and after > before else None
+
+    result = plan([want], [live], {}, lambda kind: rules, not_in_place=not_in_place)
+    (change,) = result.changes
+    assert change.action == "replace" and "only an operator may raise it" in change.reasons
+    assert {f.path: f.forces_replace for f in change.fields} == {"time": True, "name": False}
+    assert plan([want], [live], {}, lambda kind: rules).changes[0].action == "update"

@@ -1,8 +1,10 @@
 """Fixtures for the SLURM provider tests: stack builders (pure) and the sandbox (integration).
 
 The sandbox is the 3-node cluster ``scripts/slurm-sandbox up`` starts (node1..node3, partition
-``debug``, 4 fake GPUs per node, sshd on 127.0.0.1:2222). ``sandbox`` skips a test only when its
-target file is absent; every ``sandbox_stack`` gets a unique name, and teardown cancels whatever
+``debug``, 4 fake GPUs per node, sshd on 127.0.0.1:2222). ``sandbox`` logs in as root, a Slurm
+operator; ``user_sandbox`` as ``mluser`` (``target-user.json``, sshd on port 2223), an ordinary
+user, since what Slurm refuses a user (raising a running job's time limit) root never meets.
+Each skips a test only when its target file is absent; every ``sandbox_stack`` gets a unique name, and teardown cancels whatever
 jobs of that stack are still queued and removes its remote directory, whatever the test did.
 """
 
@@ -60,10 +62,16 @@ class Sandbox:
     dir: Path
     target_file: Path
     target: dict[str, Any]
+    host_alias: str = "madinfra-sandbox"
+    """The ``ssh_config`` host that logs in as the target's user."""
+
+    @property
+    def user(self) -> str:
+        return str(self.target["user"])
 
     def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["ssh", "-F", str(self.dir / "ssh_config"), "madinfra-sandbox", command],
+            ["ssh", "-F", str(self.dir / "ssh_config"), self.host_alias, command],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -100,6 +108,15 @@ def sandbox() -> Sandbox:
     if not target_file.is_file():
         pytest.skip(f"SLURM sandbox is not up ({target_file} is missing): run `scripts/slurm-sandbox up` as root")
     return Sandbox(SANDBOX_DIR, target_file, json.loads(target_file.read_text()))
+
+
+@pytest.fixture(scope="session")
+def user_sandbox() -> Sandbox:
+    """The sandbox as the unprivileged ``mluser`` (not root, not SlurmUser, no AdminLevel)."""
+    target_file = SANDBOX_DIR / "target-user.json"
+    if not target_file.is_file():
+        pytest.skip(f"the SLURM sandbox has no unprivileged user ({target_file} is missing): run `scripts/slurm-sandbox up` as root")
+    return Sandbox(SANDBOX_DIR, target_file, json.loads(target_file.read_text()), host_alias="madinfra-sandbox-user")
 
 
 @dataclass
@@ -153,6 +170,24 @@ class SandboxStack:
 @pytest.fixture
 def new_sandbox_stack(sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     """Factory of stacks with unique names; all their jobs and remote files go in teardown."""
+    yield from _stack_factory(sandbox, tmp_path, request)
+
+
+@pytest.fixture
+def new_user_sandbox_stack(user_sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``new_sandbox_stack`` as the unprivileged user: its jobs, its home directory."""
+    yield from _stack_factory(user_sandbox, tmp_path, request)
+
+
+@pytest.fixture(params=["root", "mluser"])
+def login_sandbox_stack(request: pytest.FixtureRequest) -> SandboxStack:
+    """One stack per login: root (a Slurm operator) and ``mluser`` (an ordinary user), for the
+    behaviours that differ between them."""
+    factory = request.getfixturevalue("new_sandbox_stack" if request.param == "root" else "new_user_sandbox_stack")
+    return factory()
+
+
+def _stack_factory(sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     made: list[SandboxStack] = []
     short = request.node.name.split("[")[0].removeprefix("test_")[:14].replace("_", "-").strip("-")
 
@@ -165,6 +200,7 @@ def new_sandbox_stack(sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureR
 
     yield _new
     for stack in made:
+        # as the stack's own user: its jobs and its home directory
         ids = [job["id"] for job in sandbox.jobs(stack.prefix)]
         if ids:
             sandbox.ssh("scancel " + " ".join(ids))
