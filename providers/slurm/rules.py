@@ -36,7 +36,8 @@ JOB_RULES = UpdateRules(
 )
 
 ALWAYS_UPDATABLE = {"time": "TimeLimit", "name": "JobName", "comment": "Comment"}
-"""Fields ``scontrol update`` changes on a running job."""
+"""Fields ``scontrol update`` changes on a running job. Raising a running job's TimeLimit needs a
+Slurm operator; for anyone else the provider's ``not_in_place`` makes the plan a replacement."""
 
 PENDING_UPDATABLE = {
     "partition": "Partition",
