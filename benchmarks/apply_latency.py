@@ -61,7 +61,7 @@ class Meter:
 def metered_ssh(meter: Meter) -> Iterator[None]:
     """Time every remote operation of every SlurmConnection (connection set-up included, since
     it happens inside the first operation)."""
-    from providers.slurm.connection import SlurmConnection
+    from madinfra_slurm.connection import SlurmConnection
 
     originals = {name: getattr(SlurmConnection, name) for name in ("run", "write_text", "put_file", "_fabric")}
 
@@ -129,7 +129,7 @@ def run_step(stack_file: Path, state_dir: Path, meter: Meter, *, destroy: bool =
     from madinfra.engine.pipeline import compute_plan, open_stack, rules_for
     from madinfra.engine.run import apply_plan
     from madinfra.resources import ProviderOptions
-    from providers.slurm import SlurmProvider
+    from madinfra_slurm import SlurmProvider
 
     meter.reset()
     options = ProviderOptions(ssh_target=str(SANDBOX_TARGET))
@@ -200,9 +200,9 @@ def main() -> None:
         print(f"Skipped: the SLURM sandbox is not up ({SANDBOX_TARGET} is missing; run `scripts/slurm-sandbox up`).")
         return
     try:
-        import providers.slurm  # noqa: F401
+        import madinfra_slurm  # noqa: F401
     except Exception as exc:  # noqa: BLE001
-        print(f"Skipped: providers.slurm cannot be imported yet ({exc.__class__.__name__}: {exc}).")
+        print(f"Skipped: madinfra_slurm cannot be imported yet ({exc.__class__.__name__}: {exc}).")
         return
 
     meter = Meter()

@@ -72,8 +72,8 @@ def in_process_plan(stack_file: Path, workdir: Path) -> tuple[float, int, int]:
 def pulumi_preview(stack_file: Path, workdir: Path) -> float:
     """A refreshing `pulumi preview` of the stack's resources, as madinfra's program declares them."""
     from madinfra.engine.pipeline import desired_resources, open_stack
-    from providers.kubernetes import automation
-    from providers.kubernetes.program import KubeSettings, build_program
+    from madinfra_kubernetes import automation
+    from madinfra_kubernetes.program import KubeSettings, build_program
 
     ctx = open_stack(stack_file, workdir / ".madinfra" / "state")
     try:
@@ -125,7 +125,7 @@ def resize_latency(root: Path, rounds: int) -> list[list[Any]]:
     """Decode 3 -> 2 and back on the 5-node stack, timing each Pulumi call inside the apply."""
     from madinfra.engine.pipeline import compute_plan, open_stack, rules_for
     from madinfra.engine.run import apply_plan
-    from providers.kubernetes import automation
+    from madinfra_kubernetes import automation
 
     spent: dict[str, list[float]] = {}
     originals = {name: getattr(automation, name) for name in ("refresh", "preview", "up")}

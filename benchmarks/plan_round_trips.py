@@ -39,7 +39,7 @@ def plan_once(spec: Any, provider: Any) -> Any:
 def counting_ssh() -> Iterator[Counter]:
     """Count every remote operation of every SlurmConnection: ``run`` by the command's first
     word, SFTP writes and uploads, and connections opened."""
-    from providers.slurm.connection import SlurmConnection
+    from madinfra_slurm.connection import SlurmConnection
 
     counts: Counter = Counter()
     originals = {name: getattr(SlurmConnection, name) for name in ("run", "write_text", "put_file", "_fabric")}
@@ -78,9 +78,9 @@ def slurm_part() -> None:
         print(f"Skipped: the SLURM sandbox is not up ({SANDBOX_TARGET} is missing; run `scripts/slurm-sandbox up`).")
         return
     try:
-        from providers.slurm import SlurmProvider
+        from madinfra_slurm import SlurmProvider
     except Exception as exc:  # noqa: BLE001 - a provider under construction is reported, not fatal
-        print(f"Skipped: providers.slurm cannot be imported yet ({exc.__class__.__name__}: {exc}).")
+        print(f"Skipped: madinfra_slurm cannot be imported yet ({exc.__class__.__name__}: {exc}).")
         return
     from madinfra.config import resolve
     from madinfra.resources import ProviderOptions

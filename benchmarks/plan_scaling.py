@@ -1,8 +1,8 @@
 """Plan cost as the stack grows: nnodes 1, 10, 100, 1000, both targets, training and sglang-disagg.
 
 Every stage of `madinfra plan` except the live read, with the real code: config.resolve (the
-stack model), launchers.compile, the real providers' desired() (providers.slurm /
-providers.kubernetes, built with ProviderOptions, no cluster) and the real planner
+stack model), launchers.compile, the real providers' desired() (madinfra_slurm /
+madinfra_kubernetes, built with ProviderOptions, no cluster) and the real planner
 (madinfra.planner.plan) against two live sets: an identical one (no changes) and one with a single
 field changed. The live read itself is counted in plan_round_trips.py.
 
@@ -27,10 +27,10 @@ def provider_for(target: str) -> Any:
     from madinfra.resources import ProviderOptions
 
     if target == "slurm":
-        from providers.slurm import SlurmProvider
+        from madinfra_slurm import SlurmProvider
 
         return SlurmProvider(ProviderOptions())
-    from providers.kubernetes import KubernetesProvider
+    from madinfra_kubernetes import KubernetesProvider
 
     return KubernetesProvider(ProviderOptions())
 

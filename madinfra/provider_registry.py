@@ -1,7 +1,8 @@
 """Find a target's provider by name without importing any provider module up front.
 
-Providers register under the ``madinfra.providers`` entry point group (pyproject.toml). The core
-never imports ``providers`` directly: that keeps Pulumi and the kubernetes client out of
+Providers are distributions of their own (``madinfra-slurm``, ``madinfra-kubernetes``, under
+``providers/`` in this repository) that register under the ``madinfra.providers`` entry point
+group. The core never imports a provider directly: that keeps Pulumi and the kubernetes client out of
 ``madinfra --help`` and ``validate``, and lets tests register an in-memory provider.
 """
 
@@ -14,6 +15,8 @@ from madinfra.errors import MadinfraError
 from madinfra.resources import Provider, ProviderOptions
 
 ENTRY_POINT_GROUP = "madinfra.providers"
+DISTRIBUTIONS = {"slurm": ("madinfra-slurm", "providers/slurm"), "k8s": ("madinfra-kubernetes", "providers/kubernetes")}
+"""The first-party provider of each target: its distribution and its directory in a clone."""
 
 ProviderFactory = Callable[..., Provider]
 _registered: dict[str, ProviderFactory] = {}
@@ -38,9 +41,13 @@ def factory_for(name: str) -> ProviderFactory:
             _registered[name] = factory
             return factory
     known = sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} | set(_registered))
-    raise MadinfraError(
-        f"No provider is installed for target '{name}' (installed: {', '.join(known) or 'none'}); reinstall madinfra with `pip install -e .`"
-    )
+    installed = ", ".join(known) or "none"
+    if name in DISTRIBUTIONS:
+        distribution, directory = DISTRIBUTIONS[name]
+        how = f"install {distribution} (`pip install -e {directory}` in a clone of madinfra)"
+    else:
+        how = f"install the package that provides it, or use one of: {', '.join(sorted(DISTRIBUTIONS))}"
+    raise MadinfraError(f"No provider is installed for target '{name}' (installed: {installed}); {how}")
 
 
 def provider_for(target: str, options: ProviderOptions | None = None) -> Provider:

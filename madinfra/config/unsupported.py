@@ -31,7 +31,7 @@ SLURM settings of madengine and what madinfra does with them (the SLURM provider
   host, and guessing a runtime the cluster lacks would fail every job. ``none`` written out keeps
   the image for other targets (a stack shared with Kubernetes) and runs on the host.
 - ``service.health_check.timeout`` on SLURM: apply waits ``slurm.ready_timeout`` for a job to
-  start and pass its health check (``providers/slurm/provider.py``), so another value is refused
+  start and pass its health check (``providers/slurm/madinfra_slurm/provider.py``), so another value is refused
   with that field named.
 """
 

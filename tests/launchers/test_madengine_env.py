@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from madinfra.launchers.model import RoleLaunch
-from providers.slurm import scripts
+from madinfra_slurm import scripts
 
 TRAINING = (None, "torchrun", "deepspeed", "megatron", "torchtitan", "primus")
 MIOPEN_TEMPLATE = "/tmp/.miopen/node_${SLURM_PROCID}_rank_\\${LOCAL_RANK:-0}"

@@ -23,7 +23,7 @@ def pins() -> dict[str, str]:
 
 
 def test_the_engine_is_built_at_the_python_sdk_versions_pyproject_pins() -> None:
-    pyproject = (ROOT / "pyproject.toml").read_text()
+    pyproject = (ROOT / "providers" / "kubernetes" / "pyproject.toml").read_text()
     versions = pins()
     assert f'"pulumi=={versions["PULUMI_VERSION"].removeprefix("v")}"' in pyproject
     assert f'"pulumi-kubernetes=={versions["PULUMI_KUBERNETES_VERSION"].removeprefix("v")}"' in pyproject

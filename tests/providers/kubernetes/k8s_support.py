@@ -13,7 +13,7 @@ import pytest
 from madinfra.config import load
 from madinfra.launchers import compile
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
-from providers.kubernetes import KubernetesProvider
+from madinfra_kubernetes import KubernetesProvider
 from madinfra.resources import ProviderOptions
 
 ROOT = Path(__file__).resolve().parents[3]

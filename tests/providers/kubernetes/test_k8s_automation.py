@@ -12,10 +12,10 @@ from pulumi.automation.events import EngineEvent
 
 from madinfra.errors import MadinfraError, ProviderError
 from madinfra.resources import Change, ProviderOptions, Resource
-from providers.kubernetes import KubernetesProvider
-from providers.kubernetes.automation import EventRouter, passphrase_env, require_pulumi
-from providers.kubernetes.live import to_live_resource
-from providers.kubernetes.program import resource_urn
+from madinfra_kubernetes import KubernetesProvider
+from madinfra_kubernetes.automation import EventRouter, passphrase_env, require_pulumi
+from madinfra_kubernetes.live import to_live_resource
+from madinfra_kubernetes.program import resource_urn
 
 pytestmark = pytest.mark.k8s
 
@@ -113,4 +113,4 @@ def test_a_missing_pulumi_sdk_names_the_extra_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pulumi_kubernetes" else real(name, *a))
     with pytest.raises(MadinfraError) as err:
         require_pulumi("apply")
-    assert "pulumi_kubernetes" in str(err.value) and "pip install 'madinfra[k8s]'" in str(err.value)
+    assert "pulumi_kubernetes" in str(err.value) and "pip install -e providers/kubernetes" in str(err.value)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from madinfra.errors import MadinfraError
-from providers.kubernetes.canonical import canonical_manifest, canonical_quantity
+from madinfra_kubernetes.canonical import canonical_manifest, canonical_quantity
 
 pytestmark = pytest.mark.k8s
 

@@ -258,7 +258,7 @@ def _apply_in_process(stack: K8sStack, monkeypatch, capsys) -> tuple[int, str]:
 def test_apply_stops_before_changing_anything_when_pulumi_would_take_another_step(k8s_stack: K8sStack, monkeypatch, capsys) -> None:
     """Pulumi's replace rules made to differ from the planner's (as an upgrade of
     pulumi-kubernetes could): the plan says update, Pulumi's preview says replace, nothing moves."""
-    import providers.kubernetes.program as program
+    import madinfra_kubernetes.program as program
 
     stack = k8s_stack
     _scripts_stack(stack)
@@ -276,8 +276,8 @@ def test_apply_stops_before_changing_anything_when_pulumi_would_take_another_ste
 def test_apply_fails_loudly_when_pulumi_took_another_step_than_planned(k8s_stack: K8sStack, monkeypatch, capsys) -> None:
     """Terraform's "inconsistent final plan": the preview is made to agree, the up does not;
     the steps Pulumi really took are compared after the up and the resource is marked failed."""
-    import providers.kubernetes.automation as automation
-    import providers.kubernetes.program as program
+    import madinfra_kubernetes.automation as automation
+    import madinfra_kubernetes.program as program
 
     stack = k8s_stack
     _scripts_stack(stack)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from k8s_sandbox import K8sStack, KubeSandbox
 
-from providers.kubernetes.canonical import canonical_quantity
+from madinfra_kubernetes.canonical import canonical_quantity
 
 pytestmark = pytest.mark.k8s_e2e
 

@@ -15,9 +15,9 @@ from madinfra.launchers import compile
 from madinfra.launchers.common import CD_WORKDIR
 from madinfra.naming import pod_dns
 from madinfra.planner import diff_specs, normalise
-from providers.kubernetes.identity import independent_replica
-from providers.kubernetes.manifests import desired_resources
-from providers.kubernetes.rules import update_rules
+from madinfra_kubernetes.identity import independent_replica
+from madinfra_kubernetes.manifests import desired_resources
+from madinfra_kubernetes.rules import update_rules
 
 pytestmark = pytest.mark.k8s
 

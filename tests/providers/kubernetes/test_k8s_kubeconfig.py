@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from madinfra.errors import ProviderError
-from providers.kubernetes.kubeconfig import load
+from madinfra_kubernetes.kubeconfig import load
 
 pytestmark = pytest.mark.k8s
 

@@ -17,9 +17,9 @@ from madinfra.config import resolve
 from madinfra.errors import MadinfraError, ProviderError
 from madinfra.launchers import compile
 from madinfra.resources import ProviderOptions
-from providers.kubernetes import KubernetesProvider
-from providers.kubernetes.client import KubeTarget
-from providers.kubernetes.readiness import assess, pods_of, wait
+from madinfra_kubernetes import KubernetesProvider
+from madinfra_kubernetes.client import KubeTarget
+from madinfra_kubernetes.readiness import assess, pods_of, wait
 
 pytestmark = pytest.mark.k8s
 

@@ -14,11 +14,11 @@ from madinfra.errors import MadinfraError
 from madinfra.launchers import compile
 from madinfra.planner import diff_specs, normalise
 from madinfra.resources import ProviderOptions, UpdateRules
-from providers.kubernetes import KubernetesProvider
-from providers.kubernetes.manifests import desired_resources, endpoint_service_name
-from providers.kubernetes.pod import escape_dollars, shell_script
-from providers.kubernetes.rules import update_rules
-from providers.kubernetes.scripts import CONFIGMAP_LIMIT
+from madinfra_kubernetes import KubernetesProvider
+from madinfra_kubernetes.manifests import desired_resources, endpoint_service_name
+from madinfra_kubernetes.pod import escape_dollars, shell_script
+from madinfra_kubernetes.rules import update_rules
+from madinfra_kubernetes.scripts import CONFIGMAP_LIMIT
 
 pytestmark = pytest.mark.k8s
 

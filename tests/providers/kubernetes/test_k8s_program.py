@@ -12,8 +12,8 @@ import pytest
 from k8s_support import launch_plan, role
 
 from madinfra.config import resolve
-from providers.kubernetes.manifests import desired_resources
-from providers.kubernetes.program import (
+from madinfra_kubernetes.manifests import desired_resources
+from madinfra_kubernetes.program import (
     KubeSettings,
     program_manifest,
     provider_urn,

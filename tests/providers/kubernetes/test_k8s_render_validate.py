@@ -10,7 +10,7 @@ import pytest
 import yaml
 from k8s_support import EXAMPLES, ROOT, build
 
-from providers.kubernetes.render import render_files
+from madinfra_kubernetes.render import render_files
 
 pytestmark = pytest.mark.k8s
 
@@ -80,7 +80,7 @@ def test_render_path_never_imports_pulumi_or_the_kubernetes_client():
         "from madinfra.config import load\n"
         "from madinfra.launchers import compile\n"
         "from madinfra.resources import ProviderOptions\n"
-        "from providers.kubernetes import KubernetesProvider\n"
+        "from madinfra_kubernetes import KubernetesProvider\n"
         f"spec = load({str(EXAMPLES[0])!r})\n"
         "p = KubernetesProvider(ProviderOptions())\n"
         "p.render_files(p.desired(spec, compile(spec)))\n"

@@ -12,11 +12,11 @@ from madinfra.engine.pipeline import compute_plan
 from madinfra.launchers import compile
 from madinfra.planner import plan
 from madinfra.resources import Change, ProviderOptions
-from providers.kubernetes import KubernetesProvider
-from providers.kubernetes.automation import EventRouter
-from providers.kubernetes.live import to_live_resource
-from providers.kubernetes.rollout import restarts_pods, steps, warnings
-from providers.kubernetes.rules import update_rules
+from madinfra_kubernetes import KubernetesProvider
+from madinfra_kubernetes.automation import EventRouter
+from madinfra_kubernetes.live import to_live_resource
+from madinfra_kubernetes.rollout import restarts_pods, steps, warnings
+from madinfra_kubernetes.rules import update_rules
 
 pytestmark = pytest.mark.k8s
 

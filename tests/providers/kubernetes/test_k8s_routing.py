@@ -8,8 +8,8 @@ import json
 import pytest
 
 from madinfra.resources import Change, Resource
-from providers.kubernetes.pulumi_state import KnownObject, known_objects
-from providers.kubernetes.routing import API_DELETE, API_DELETE_THEN_PULUMI, PULUMI, disagreements, pulumi_must_diff, route
+from madinfra_kubernetes.pulumi_state import KnownObject, known_objects
+from madinfra_kubernetes.routing import API_DELETE, API_DELETE_THEN_PULUMI, PULUMI, disagreements, pulumi_must_diff, route
 
 pytestmark = pytest.mark.k8s
 

@@ -10,8 +10,8 @@ import pytest
 from madinfra.config import resolve
 from madinfra.launchers import compile
 from madinfra.planner import plan
-from providers.kubernetes import KubernetesProvider
-from providers.kubernetes.rules import update_rules
+from madinfra_kubernetes import KubernetesProvider
+from madinfra_kubernetes.rules import update_rules
 
 pytestmark = pytest.mark.k8s
 

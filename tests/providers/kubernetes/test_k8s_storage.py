@@ -7,7 +7,7 @@ import pytest
 from madinfra.config import resolve
 from madinfra.launchers import compile
 from madinfra.resources import ProviderOptions
-from providers.kubernetes import KubernetesProvider
+from madinfra_kubernetes import KubernetesProvider
 
 pytestmark = pytest.mark.k8s
 

@@ -11,9 +11,9 @@ from madinfra.config import resolve
 from madinfra.launchers import compile
 from madinfra.naming import dns_label
 from madinfra.planner import plan
-from providers.kubernetes.manifests import desired_resources
-from providers.kubernetes.rules import update_rules
-from providers.kubernetes.topology import topology_configmap_name
+from madinfra_kubernetes.manifests import desired_resources
+from madinfra_kubernetes.rules import update_rules
+from madinfra_kubernetes.topology import topology_configmap_name
 
 pytestmark = pytest.mark.k8s
 

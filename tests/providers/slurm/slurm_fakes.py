@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Callable
 
 from madinfra.resources import Change, ProviderOptions, Resource
-from providers.slurm import SlurmProvider, squeue
-from providers.slurm.connection import CommandResult
+from madinfra_slurm import SlurmProvider, squeue
+from madinfra_slurm.connection import CommandResult
 
 
 class FakeConnection:

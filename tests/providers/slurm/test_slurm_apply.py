@@ -11,8 +11,8 @@ from madinfra.errors import ProviderError, TransientProviderError
 from madinfra.launchers import compile as compile_launch
 from madinfra.planner import plan
 from madinfra.resources import Change, FieldChange, ProviderOptions, Resource
-from providers.slurm import SlurmProvider, squeue
-from providers.slurm.connection import CommandResult
+from madinfra_slurm import SlurmProvider, squeue
+from madinfra_slurm.connection import CommandResult
 from slurm_fakes import apply_changes, failed, ok, provider_with, row_text
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from madinfra.errors import ProviderError, TransientProviderError
 from madinfra.resources import ProviderOptions
-from providers.slurm import SlurmProvider
-from providers.slurm.connection import ENV_TARGET, SlurmConnection, SshTarget, load_target_file, resolve_target, sftp_path
+from madinfra_slurm import SlurmProvider
+from madinfra_slurm.connection import ENV_TARGET, SlurmConnection, SshTarget, load_target_file, resolve_target, sftp_path
 
 
 def write_target(tmp_path: Path, **data) -> Path:
@@ -120,7 +120,7 @@ def silent_server():
 
 
 def test_a_port_that_is_not_ssh_is_one_sentence_without_tracebacks(silent_server, monkeypatch, capfd) -> None:
-    import providers.slurm.connection as connection
+    import madinfra_slurm.connection as connection
 
     monkeypatch.setattr(connection, "BANNER_TIMEOUT", 1)
     sleeps: list[float] = []

@@ -26,7 +26,7 @@ from madinfra.launchers import compile as compile_launch
 from madinfra.launchers.registry import COMPILERS
 from madinfra.planner import plan as make_plan
 from madinfra.resources import ProviderOptions, Resource
-from providers.slurm import SlurmProvider, containers, scripts
+from madinfra_slurm import SlurmProvider, containers, scripts
 
 LAUNCHERS = list(COMPILERS)
 RUNTIMES = ("pyxis", "apptainer", "singularity", "podman")

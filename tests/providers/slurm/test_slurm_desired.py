@@ -14,7 +14,7 @@ from madinfra.resources import ProviderOptions
 from madinfra.secrets import secret_digest
 from madinfra.planner import normalise, order_changes
 from madinfra.resources import Change
-from providers.slurm import SlurmProvider, files, rules, scripts, stackfiles
+from madinfra_slurm import SlurmProvider, files, rules, scripts, stackfiles
 
 
 def desired(spec, stack_dir: Path = Path(".")):

@@ -382,8 +382,8 @@ def test_a_stopped_controller_mid_apply_fails_clearly_and_apply_converges_once_i
     again while squeue cannot say whether the job was queued."""
     import functools
 
-    from providers.slurm import provider as slurm_provider
-    from providers.slurm.connection import SlurmConnection
+    from madinfra_slurm import provider as slurm_provider
+    from madinfra_slurm.connection import SlurmConnection
 
     stack = sandbox_stack
     stack.write(disagg())
@@ -614,7 +614,7 @@ def answer(stdout: str = "", stderr: str = "", exited: int = 0) -> Any:
 
 
 def scripted(answer_fn, *, attempts: int = 3, backoff: float = 0.5, max_backoff: float = 8.0):
-    from providers.slurm.connection import SlurmConnection, SshTarget
+    from madinfra_slurm.connection import SlurmConnection, SshTarget
 
     log: list[str] = []
     sleeps: list[float] = []
@@ -713,7 +713,7 @@ def provider_over(answer_fn, slurm_stack, *, attempts: int = 3):
     worker job of a one-node training stack."""
     from madinfra.launchers import compile as compile_launch
     from madinfra.resources import ProviderOptions
-    from providers.slurm import SlurmProvider
+    from madinfra_slurm import SlurmProvider
 
     conn, log, sleeps = scripted(answer_fn, attempts=attempts)
     ticks = iter(range(100_000))

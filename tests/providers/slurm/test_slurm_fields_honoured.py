@@ -19,7 +19,7 @@ from madinfra.config import load
 from madinfra.launchers import compile as compile_launch
 from madinfra.planner import plan as make_plan
 from madinfra.resources import ProviderOptions, Resource
-from providers.slurm import SlurmProvider, scripts
+from madinfra_slurm import SlurmProvider, scripts
 from tests_support import ROOT
 
 FAKE_SRUN = """#!/bin/bash

@@ -8,7 +8,7 @@ import pytest
 from madinfra.launchers import compile as compile_launch
 from madinfra.planner import plan
 from madinfra.resources import Change, Resource
-from providers.slurm import SlurmProvider, markers, readout
+from madinfra_slurm import SlurmProvider, markers, readout
 from slurm_fakes import apply_changes, ok, provider_with, row_text
 
 

@@ -12,9 +12,9 @@ import pytest
 from madinfra.errors import ProviderError
 from madinfra.launchers import compile as compile_launch
 from madinfra.resources import Change, Resource
-from providers.slurm import SlurmProvider, markers, readout, squeue
-from providers.slurm.connection import CommandResult
-from providers.slurm.provider import JobFailed
+from madinfra_slurm import SlurmProvider, markers, readout, squeue
+from madinfra_slurm.connection import CommandResult
+from madinfra_slurm.provider import JobFailed
 from slurm_fakes import apply_changes, failed, ok, provider_with, row_text
 
 SINFO = "debug* node1 gpu:4\ndebug* node2 gpu:4\ndebug* node3 gpu:4(S:0-1)\nbig node4 gpu:a100:2,gpu:v100:2\nbig node5 (null)\n"

@@ -17,9 +17,9 @@ import pytest
 from madinfra.engine.pipeline import compute_plan
 from madinfra.launchers import compile as compile_launch
 from madinfra.resources import Resource
-from providers.slurm import SlurmProvider, readout
-from providers.slurm.provider import _raises_time
-from tests.providers.slurm.slurm_fakes import apply_changes, ok, provider_with, row_text
+from madinfra_slurm import SlurmProvider, readout
+from madinfra_slurm.provider import _raises_time
+from slurm_fakes import apply_changes, ok, provider_with, row_text
 
 ORDINARY = "@@madinfra user 1001 mluser\n@@madinfra config AccountingStorageType=accounting_storage/none\n@@madinfra config SlurmUser=slurm(64030)\n"
 ROOT = "@@madinfra user 0 root\n@@madinfra config AccountingStorageType=accounting_storage/none\n@@madinfra config SlurmUser=slurm(64030)\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.providers.slurm.test_slurm_sandbox_e2e import only_job, sleeper
+from test_slurm_sandbox_e2e import only_job, sleeper
 
 pytestmark = pytest.mark.slurm
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from providers.slurm import readout
+from madinfra_slurm import readout
 
 ROWS = "12|madinfra.demo.worker|RUNNING|00:10:00|1|node1|debug|gres:gpu:1|None|OK|(null)|(null)|(null)|||(null)|0|/x|madinfra:stack=demo\n"
 

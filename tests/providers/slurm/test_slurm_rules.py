@@ -8,7 +8,7 @@ import pytest
 from madinfra.launchers import compile as compile_launch
 from madinfra.planner import plan
 from madinfra.resources import Resource
-from providers.slurm import SlurmProvider, rules, scripts, squeue
+from madinfra_slurm import SlurmProvider, rules, scripts, squeue
 
 
 def desired_worker(spec) -> Resource:

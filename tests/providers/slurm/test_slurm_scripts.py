@@ -17,7 +17,7 @@ from madinfra.errors import ConfigError
 from madinfra.launchers import compile as compile_launch
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.resources import ProviderOptions
-from providers.slurm import SlurmProvider, markers, scripts, squeue
+from madinfra_slurm import SlurmProvider, markers, scripts, squeue
 from tests_support import ROOT
 
 EXAMPLES = sorted((ROOT / "examples" / "slurm-configs").glob("*/*.json"))
@@ -165,7 +165,7 @@ def test_a_training_job_records_how_it_ended(slurm_stack, tmp_path: Path, comman
 
 def test_a_finished_job_reads_back_with_the_spec_it_was_submitted_with(slurm_stack, tmp_path: Path) -> None:
     """Every diffed option survives the marker: an unchanged stack plans no change after the end."""
-    from providers.slurm import SlurmProvider
+    from madinfra_slurm import SlurmProvider
 
     spec = slurm_stack(
         slurm={"partition": "debug", "nodes": 2, "gpus_per_node": 2, "time": "90", "exclusive": True, "qos": "high", "account": "ml",

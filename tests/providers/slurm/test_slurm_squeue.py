@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.slurm import squeue
+from madinfra_slurm import squeue
 
 COMMENT = "madinfra:stack=demo;resource=slurm/Job/worker;script=abc123"
 

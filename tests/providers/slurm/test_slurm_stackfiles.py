@@ -8,7 +8,7 @@ from madinfra.engine.pipeline import compute_plan
 from madinfra.launchers import compile as compile_launch
 from madinfra.render.human import plan_text
 from madinfra.resources import Change, Resource
-from providers.slurm import SlurmProvider, readout, scripts, stackfiles
+from madinfra_slurm import SlurmProvider, readout, scripts, stackfiles
 from slurm_fakes import ok, provider_with, row_text
 
 JOB_IDS = {"prefill": "101", "decode": "102", "proxy": "103"}

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers.slurm import units
+from madinfra_slurm import units
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from typing import Any
 
 from madinfra.planner.order import order_changes
 from madinfra.resources import Change, Resource
-from providers.kubernetes.rules import kind_of
+from madinfra_kubernetes.rules import kind_of
 
 ROLLING_KINDS = frozenset({"Deployment", "StatefulSet"})
 TEMPLATE_PREFIX = "spec.template"

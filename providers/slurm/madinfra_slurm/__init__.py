@@ -1,5 +1,5 @@
 """SLURM provider: sbatch jobs per role pool over SSH (Fabric); see ``provider.py``."""
 
-from providers.slurm.provider import JobNotReady, SlurmProvider
+from madinfra_slurm.provider import JobNotReady, SlurmProvider
 
 __all__ = ["JobNotReady", "SlurmProvider"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from madinfra.resources import Resource
-from providers.kubernetes.rules import kind_of, replace_on_changes
+from madinfra_kubernetes.rules import kind_of, replace_on_changes
 
 PROJECT = "madinfra"
 PROVIDER_NAME = "madinfra-k8s"

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from madinfra.naming import ROLE_LABEL
 from madinfra.resources import Resource
-from providers.kubernetes.rules import WORKLOAD_KINDS, kind_of
+from madinfra_kubernetes.rules import WORKLOAD_KINDS, kind_of
 
 API_VERSIONS = {
     "Namespace": "v1",

@@ -49,7 +49,7 @@ from madinfra.config.option_words import option_word_problem
 from madinfra.config.schema import StackSpec
 from madinfra.errors import ConfigError
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
-from providers.slurm import containers, markers, units
+from madinfra_slurm import containers, markers, units
 
 KIND = "slurm/Job"
 LOG_DIR = "logs"

@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 from madinfra.errors import MadinfraError, ProviderError
 from madinfra.resources import Change, ProgressCallback, RecordCallback, Resource
-from providers.kubernetes.program import PROJECT, resource_id_from_urn
-from providers.kubernetes.pulumi_state import backend_dir
+from madinfra_kubernetes.program import PROJECT, resource_id_from_urn
+from madinfra_kubernetes.pulumi_state import backend_dir
 
 INSTALL_HINT = "install it with `curl -fsSL https://get.pulumi.com | sh` (or see https://www.pulumi.com/docs/install/) and make sure `pulumi` is on PATH"
 _INTERMEDIATE_OPS = frozenset({"delete-replaced", "discard-replaced", "read", "read-replacement", "refresh", "remove-pending-replace"})
@@ -34,14 +34,14 @@ ToLive = Callable[[dict[str, Any], str], Resource]
 
 def require_pulumi(action: str = "apply") -> str:
     """Path of the ``pulumi`` binary, or a MadinfraError saying what to install (the CLI, or the
-    Python SDK that ``pip install madinfra`` without the ``k8s`` extra does not bring)."""
+    Python SDK, which madinfra-kubernetes depends on but a broken environment may lack)."""
     import importlib.util
 
     missing = [name for name in ("pulumi", "pulumi_kubernetes") if importlib.util.find_spec(name) is None]
     if missing:
         raise MadinfraError(
             f"madinfra {action} deploys Kubernetes stacks with Pulumi, but the Python package{'s' if len(missing) > 1 else ''} {' and '.join(missing)} "
-            f"{'are' if len(missing) > 1 else 'is'} not installed; install {'them' if len(missing) > 1 else 'it'} with `pip install 'madinfra[k8s]'` (plan, render and validate work without)"
+            f"{'are' if len(missing) > 1 else 'is'} not installed; install {'them' if len(missing) > 1 else 'it'} with `pip install -e providers/kubernetes` (the madinfra-kubernetes provider, which depends on {'them' if len(missing) > 1 else 'it'}; plan, render and validate work without)"
         )
     path = shutil.which("pulumi")
     if path is None:

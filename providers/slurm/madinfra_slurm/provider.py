@@ -54,9 +54,9 @@ from madinfra.config.schema import HealthCheck, StackSpec
 from madinfra.errors import ProviderError, TransientProviderError
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.resources import Change, ProgressCallback, ProviderOptions, RecordCallback, Resource, UpdateRules
-from providers.slurm import files as local_files
-from providers.slurm import markers, readout, rules, scripts, squeue, stackfiles, units
-from providers.slurm.connection import SlurmConnection, resolve_target, sftp_path
+from madinfra_slurm import files as local_files
+from madinfra_slurm import markers, readout, rules, scripts, squeue, stackfiles, units
+from madinfra_slurm.connection import SlurmConnection, resolve_target, sftp_path
 
 POOLS = ("prefill", "decode")
 """Roles whose node addresses the disaggregated proxy reads from ``endpoints/<role>``."""

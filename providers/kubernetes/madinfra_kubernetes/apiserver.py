@@ -17,7 +17,7 @@ import threading
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from providers.kubernetes.kubeconfig import Credentials
+from madinfra_kubernetes.kubeconfig import Credentials
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0

@@ -20,7 +20,7 @@ from typing import Any
 from madinfra.config.schema import StackSpec
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.naming import k8s_labels
-from providers.kubernetes.topology import env_from
+from madinfra_kubernetes.topology import env_from
 
 DEFAULT_IMAGES = {"AMD": "rocm/pytorch:latest", "NVIDIA": "nvcr.io/nvidia/pytorch:24.05-py3"}
 """Used when ``model.image`` is unset; real stacks should pin their own image."""
@@ -161,7 +161,7 @@ def readiness_probe(inputs: PodInputs) -> dict[str, Any] | None:
 def results_claim(spec: StackSpec) -> str | None:
     """The PVC mounted at /results: ``k8s.results_pvc`` (an existing claim), else the claim
     madinfra creates when a results storage class is set (see storage.py), else none."""
-    from providers.kubernetes.storage import results_volume
+    from madinfra_kubernetes.storage import results_volume
 
     assert spec.k8s is not None
     made = results_volume(spec)
@@ -169,7 +169,7 @@ def results_claim(spec: StackSpec) -> str | None:
 
 
 def data_claim(spec: StackSpec) -> str | None:
-    from providers.kubernetes.storage import data_volume
+    from madinfra_kubernetes.storage import data_volume
 
     assert spec.k8s is not None
     made = data_volume(spec)
@@ -195,7 +195,7 @@ def volumes_and_mounts(inputs: PodInputs) -> tuple[list[dict[str, Any]], list[di
             volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim}})
             mounts.append({"name": name, "mountPath": path})
     if inputs.credential_secret:
-        from providers.kubernetes.credentials import credential_volume
+        from madinfra_kubernetes.credentials import credential_volume
 
         volume, mount = credential_volume(inputs.credential_secret)
         volumes.append(volume)

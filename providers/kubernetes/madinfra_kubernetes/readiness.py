@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from madinfra.errors import ProviderError
-from providers.kubernetes.live import summarize_status
-from providers.kubernetes.objects import resource_id
+from madinfra_kubernetes.live import summarize_status
+from madinfra_kubernetes.objects import resource_id
 
 FATAL_WAITING = frozenset(
     {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from madinfra.resources import UpdateRules
-from providers.slurm import units
+from madinfra_slurm import units
 
 SUBMIT_KEY = "submit"
 """``Resource.spec[SUBMIT_KEY]`` holds what apply needs but the planner must not diff: the script

@@ -31,14 +31,14 @@ from madinfra.errors import MadinfraError
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.naming import ROLE_LABEL, STACK_LABEL, configmap_name, dns_label, k8s_labels, label_value, service_name, workload_name
 from madinfra.resources import Resource
-from providers.kubernetes import pod as pods
-from providers.kubernetes.canonical import canonical_manifest
-from providers.kubernetes.credentials import CREDENTIAL_KEY, credential_secret, local_credential
-from providers.kubernetes.identity import independent_replica, stateful_member
-from providers.kubernetes.objects import API_VERSIONS, ROLLS_AFTER_ANNOTATION, resource_id, to_resource
-from providers.kubernetes.scripts import ScriptBundle, collect
-from providers.kubernetes.storage import data_volume, results_volume
-from providers.kubernetes.topology import configmap_body, topology_configmap_name
+from madinfra_kubernetes import pod as pods
+from madinfra_kubernetes.canonical import canonical_manifest
+from madinfra_kubernetes.credentials import CREDENTIAL_KEY, credential_secret, local_credential
+from madinfra_kubernetes.identity import independent_replica, stateful_member
+from madinfra_kubernetes.objects import API_VERSIONS, ROLLS_AFTER_ANNOTATION, resource_id, to_resource
+from madinfra_kubernetes.scripts import ScriptBundle, collect
+from madinfra_kubernetes.storage import data_volume, results_volume
+from madinfra_kubernetes.topology import configmap_body, topology_configmap_name
 
 SCRIPTS_DIGEST_ANNOTATION = "madinfra.io/scripts-digest"
 SECRETS_DIGEST_ANNOTATION = "madinfra.io/secrets-digest"

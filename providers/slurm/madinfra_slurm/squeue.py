@@ -20,9 +20,9 @@ from typing import Any, Iterable
 
 from madinfra import naming
 from madinfra.resources import Resource
-from providers.slurm import scripts, units
-from providers.slurm.fields import FIELDS, FORMAT_SHELL, LEGACY_SEPARATOR, SEPARATOR
-from providers.slurm.markers import EndMarker, directive_options
+from madinfra_slurm import scripts, units
+from madinfra_slurm.fields import FIELDS, FORMAT_SHELL, LEGACY_SEPARATOR, SEPARATOR
+from madinfra_slurm.markers import EndMarker, directive_options
 
 
 RUNNING_STATES = frozenset({"RUNNING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING", "RESIZING", "STAGE_OUT"})

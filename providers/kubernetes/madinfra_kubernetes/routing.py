@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from madinfra.resources import Change, Resource
-from providers.kubernetes.pulumi_state import KnownObject
+from madinfra_kubernetes.pulumi_state import KnownObject
 
 PULUMI = "pulumi"
 API_DELETE = "api-delete"

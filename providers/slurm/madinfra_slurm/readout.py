@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from madinfra import naming
 from madinfra.config.schema import STACK_NAME_RE, SlurmSpec
-from providers.slurm import scripts, squeue
+from madinfra_slurm import scripts, squeue
 
 MARK = "@@madinfra"
 POINTER = ".remote_dir"

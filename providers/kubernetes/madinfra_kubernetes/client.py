@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from madinfra.errors import ProviderError, TransientProviderError
-from providers.kubernetes.apiserver import ApiError, ApiServer
+from madinfra_kubernetes.apiserver import ApiError, ApiServer
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
 
@@ -61,7 +61,7 @@ class KubeTarget:
 
 def api_client(target: KubeTarget) -> ApiServer:
     """A client for the target's API server (reads the kubeconfig, runs exec plugins)."""
-    from providers.kubernetes.kubeconfig import load
+    from madinfra_kubernetes.kubeconfig import load
 
     return ApiServer(load(target.kubeconfig, target.context))
 

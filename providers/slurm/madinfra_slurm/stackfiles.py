@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from madinfra.resources import Resource, UpdateRules
-from providers.slurm import rules, scripts
+from madinfra_slurm import rules, scripts
 
 FILE_KIND = "slurm/File"
 FILE_RULES = UpdateRules(server_owned=(rules.SUBMIT_KEY,))

@@ -21,7 +21,7 @@ import dataclasses
 
 from madinfra.launchers.model import RoleLaunch
 from madinfra.naming import DEFAULT_CLUSTER_DOMAIN, pod_dns
-from providers.kubernetes.pod import POD_INDEX_EXPR
+from madinfra_kubernetes.pod import POD_INDEX_EXPR
 
 RANK_VARS = ("NODE_RANK", "RANK", "POD_INDEX")
 WORLD_VARS = ("NNODES", "WORLD_SIZE")

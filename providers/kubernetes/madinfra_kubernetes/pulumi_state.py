@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from providers.kubernetes.program import PROJECT, resource_id_from_urn
+from madinfra_kubernetes.program import PROJECT, resource_id_from_urn
 
 K8S_TYPE_PREFIX = "kubernetes:"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from madinfra.naming import MANAGED_BY_LABEL, MANAGED_BY_VALUE, STACK_LABEL, label_value
 from madinfra.resources import Resource
-from providers.kubernetes.objects import API_VERSIONS, to_resource
+from madinfra_kubernetes.objects import API_VERSIONS, to_resource
 
 FOREIGN_ANNOTATION_PREFIXES = (
     "pulumi.com/",

@@ -22,13 +22,13 @@ from madinfra.interrupt import stop_requested
 from madinfra.launchers.model import LaunchPlan
 from madinfra.naming import MANAGED_BY_LABEL, MANAGED_BY_VALUE, STACK_LABEL, label_value
 from madinfra.resources import Change, ProgressCallback, ProviderOptions, RecordCallback, Resource, UpdateRules
-from providers.kubernetes import client as kube
-from providers.kubernetes import rollout
-from providers.kubernetes.live import belongs_to, disambiguate, to_live_resource
-from providers.kubernetes.manifests import desired_resources, endpoint_service_name
-from providers.kubernetes.objects import resource_id
-from providers.kubernetes.render import render_files
-from providers.kubernetes.rules import KINDS, WORKLOAD_KINDS, kind_of, update_rules
+from madinfra_kubernetes import client as kube
+from madinfra_kubernetes import rollout
+from madinfra_kubernetes.live import belongs_to, disambiguate, to_live_resource
+from madinfra_kubernetes.manifests import desired_resources, endpoint_service_name
+from madinfra_kubernetes.objects import resource_id
+from madinfra_kubernetes.render import render_files
+from madinfra_kubernetes.rules import KINDS, WORKLOAD_KINDS, kind_of, update_rules
 
 
 def _inconsistent(changes: list[Change], plan_routes: dict[str, Any], actions: dict[str, str], verb: str = "did") -> list[str]:
@@ -46,7 +46,7 @@ def _inconsistent(changes: list[Change], plan_routes: dict[str, Any], actions: d
 
 
 class KubernetesProvider:
-    """``Provider`` for ``target: k8s`` stacks (entry point ``k8s`` in pyproject.toml)."""
+    """``Provider`` for ``target: k8s`` stacks (entry point ``k8s`` of the madinfra-kubernetes distribution, providers/kubernetes/pyproject.toml)."""
 
     name = "k8s"
 
@@ -102,8 +102,8 @@ class KubernetesProvider:
     def plan_warnings(self, changes: list[Change]) -> list[str]:
         """Changes that would leave a serving role with no ready replica (see rollout.py), and
         where Pulumi's state and the cluster disagree (see routing.py)."""
-        from providers.kubernetes.pulumi_state import known_objects
-        from providers.kubernetes.routing import disagreements
+        from madinfra_kubernetes.pulumi_state import known_objects
+        from madinfra_kubernetes.routing import disagreements
 
         notes = rollout.warnings(changes)
         if self._spec is not None and self._live is not None:
@@ -178,7 +178,7 @@ class KubernetesProvider:
         return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{STACK_LABEL}={label_value(stack)}"
 
     def _fallback_namespaces(self, stack: str) -> list[str]:
-        from providers.kubernetes.pulumi_state import known_objects, namespaces
+        from madinfra_kubernetes.pulumi_state import known_objects, namespaces
 
         names = set(namespaces(known_objects(self.options.work_dir, stack)))
         if self._spec is not None and self._spec.k8s is not None:
@@ -204,7 +204,7 @@ class KubernetesProvider:
 
     def wait_ready(self, resource_ids: list[str], progress: ProgressCallback, timeout: float, interval: float = 1.0, timeout_field: str = "k8s.ready_timeout") -> list[str]:
         """Poll the workloads among ``resource_ids`` until they are ready (see readiness.py)."""
-        from providers.kubernetes import readiness
+        from madinfra_kubernetes import readiness
 
         wanted = {rid for rid in resource_ids if rid.split("/")[1] in WORKLOAD_KINDS}
         if not wanted or self._spec is None:
@@ -243,7 +243,7 @@ class KubernetesProvider:
     def _secret_values(self, resources: list[Resource]) -> dict[str, str]:
         from madinfra.secrets import resolve_secrets, secret_digest
 
-        from providers.kubernetes.credentials import CREDENTIAL_KEY, local_credential
+        from madinfra_kubernetes.credentials import CREDENTIAL_KEY, local_credential
 
         assert self._spec is not None
         values = resolve_secrets(dict(self._spec.secret_env))
@@ -279,9 +279,9 @@ class KubernetesProvider:
         """
         if not changes:
             return
-        from providers.kubernetes import automation, routing
-        from providers.kubernetes.program import KubeSettings, build_program
-        from providers.kubernetes.pulumi_state import has_pending_operations, known_objects
+        from madinfra_kubernetes import automation, routing
+        from madinfra_kubernetes.program import KubeSettings, build_program
+        from madinfra_kubernetes.pulumi_state import has_pending_operations, known_objects
 
         automation.require_pulumi("apply")
         spec = self._bound("apply changes")
@@ -307,7 +307,7 @@ class KubernetesProvider:
 
     def _pulumi_targets(self, step: list[Change], plan_routes: dict[str, Any]) -> tuple[list[str], list[str]]:
         """URNs to target (the provider first) and URNs Pulumi must replace, for one step."""
-        from providers.kubernetes.program import provider_urn, resource_urn
+        from madinfra_kubernetes.program import provider_urn, resource_urn
 
         spec = self._bound("apply changes")
         rids = [c.resource_id for c in step if plan_routes[c.resource_id].uses_pulumi]
@@ -317,7 +317,7 @@ class KubernetesProvider:
 
     def _check_preview(self, stack: Any, changes: list[Change], plan_routes: dict[str, Any]) -> None:
         """Stop before changing anything when Pulumi would not do what the plan says."""
-        from providers.kubernetes import automation
+        from madinfra_kubernetes import automation
 
         targets, replace = self._pulumi_targets(changes, plan_routes)
         if not targets:
@@ -330,7 +330,7 @@ class KubernetesProvider:
     def _apply_step(self, stack: Any, step: list[Change], router: Any, progress: ProgressCallback, plan_routes: dict[str, Any]) -> None:
         """API deletes, then one targeted ``up``, then readiness of the step's workloads; raises
         on failure after recording it (the engine reports later steps as not done)."""
-        from providers.kubernetes import automation
+        from madinfra_kubernetes import automation
 
         spec = self._bound("apply changes")
         assert spec.k8s is not None
@@ -402,7 +402,7 @@ class KubernetesProvider:
         """Remove every object labelled with ``stack``: Pulumi deletes what it knows, the
         Kubernetes API the rest (the engine normally plans these deletes and calls ``apply``)."""
         from madinfra.planner.order import order_changes
-        from providers.kubernetes import automation
+        from madinfra_kubernetes import automation
 
         automation.require_pulumi("destroy")
         live = self.read(stack)

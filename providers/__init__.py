@@ -1,1 +1,0 @@
-"""Target providers (one subpackage per target), found by the core through entry points only."""
