@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import socket
 import time
 import uuid
@@ -251,6 +252,16 @@ class SlurmConnection:
                     files.append(path)
         return files
 
+    def _keyscan_command(self) -> str:
+        """The shell line that trusts the host, written to the file madinfra reads first: the
+        target's own known_hosts when it names one, else ``~/.ssh/known_hosts`` (made if missing).
+        ``-p`` with the real port, so the line is stored as ``[host]:port`` as paramiko looks it up."""
+        port = self.target.port or 22
+        scan = f"ssh-keyscan -p {port} {shlex.quote(self.target.host)}"
+        if self.target.known_hosts:
+            return f"{scan} >> {shlex.quote(self.target.known_hosts)}"
+        return f"mkdir -p ~/.ssh && {scan} >> ~/.ssh/known_hosts"
+
     def _connect_error(self, exc: Exception) -> ProviderError:
         import paramiko
 
@@ -265,7 +276,7 @@ class SlurmConnection:
             )
         if isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc):
             return ProviderError(
-                f"The host key of {label} is not in known_hosts; add it (`ssh-keyscan -p {self.target.port or 22} {self.target.host} >> ~/.ssh/known_hosts`) "
+                f"The host key of {label} is not in known_hosts; after checking its fingerprint, add it (`{self._keyscan_command()}`) "
                 "or, for a throw-away sandbox only, set insecure_skip_host_key_check"
             )
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):

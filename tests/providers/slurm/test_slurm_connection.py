@@ -229,7 +229,7 @@ def test_command_failures_are_returned_for_the_caller_to_explain() -> None:
     ("error", "message"),
     [
         (paramiko.AuthenticationException("Authentication failed."), "SSH authentication to h:22 failed"),
-        (paramiko.SSHException("Server '[h]:22' not found in known_hosts"), "not in known_hosts.*insecure_skip_host_key_check"),
+        (paramiko.SSHException("Server '[h]:22' not found in known_hosts"), r"not in known_hosts; after checking its fingerprint, add it \(`mkdir -p ~/.ssh && ssh-keyscan -p 22 h >> ~/.ssh/known_hosts`\) or.*insecure_skip_host_key_check"),
         (paramiko.BadHostKeyException("h", paramiko.RSAKey.generate(1024), paramiko.RSAKey.generate(1024)), "does not match"),
         (socket.gaierror(-2, "Name or service not known"), "does not resolve"),
     ],

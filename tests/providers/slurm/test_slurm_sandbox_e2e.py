@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -261,6 +262,11 @@ def test_host_keys_are_checked_unless_the_target_opts_out(sandbox_stack, tmp_pat
     assert failed.returncode == 1 and "is not in known_hosts" in failed.stderr
     opted_out = stack.cli("plan", str(stack.path), "--ssh-target", str(unknown), "--insecure-skip-host-key-check")
     assert opted_out.returncode == 0
+    # The hint's command works as printed: run it, and the checked plan goes through.
+    hint = failed.stderr.split("add it (`", 1)[1].split("`)", 1)[0]
+    assert hint == f"ssh-keyscan -p {stack.sandbox.target['port']} {stack.sandbox.target['host']} >> {empty}", hint
+    subprocess.run(["bash", "-c", hint], check=True, capture_output=True, timeout=30)
+    assert stack.cli("plan", str(stack.path), "--ssh-target", str(unknown)).returncode == 0
 
 
 def free_port() -> int:
