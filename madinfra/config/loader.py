@@ -300,10 +300,22 @@ def _apply_presets(user: dict[str, Any], target: str, structural: Problems) -> d
         merged["distributed"].setdefault("master_port", preset_port)
     if "nproc_per_node" not in merged["distributed"]:
         merged["distributed"]["nproc_per_node"] = gpus if isinstance(gpus, int) and gpus >= 1 else 1
-    # madengine-only keys that carry no meaning for madinfra's deploy path.
-    for key in ("deploy", "live_output", "monitor", "cleanup_on_failure", "rocenv_mode"):
-        merged.pop(key, None)
+    # madengine's run-mode keys: refused with what madinfra does instead, never silently dropped.
+    for key, why in MADENGINE_RUN_OPTIONS.items():
+        if key in merged:
+            merged.pop(key)
+            structural.append((key, f"is a madengine run option madinfra does not have: {why}; remove it"))
     return merged
+
+
+MADENGINE_RUN_OPTIONS = {
+    "deploy": "madinfra deploys only with `madinfra apply`",
+    "live_output": "apply prints each step's progress, and job logs stay on the cluster (the error of a failed job names its log)",
+    "monitor": "apply waits until every workload is ready, and `madinfra show` reports their state",
+    "cleanup_on_failure": "nothing is deleted when an apply fails; state records what was applied, and `madinfra destroy` removes it",
+    "rocenv_mode": "madinfra collects no ROCm environment report",
+}
+"""Top-level keys of madengine's additional context that choose how madengine runs, not what."""
 
 
 def _pydantic_problems(exc: ValidationError) -> Problems:

@@ -97,3 +97,9 @@ def test_slurm_defaults_and_the_honoured_forms_load():
     assert resolve({"k8s": {}, "distributed": {"launcher": "vllm"}, "service": {"health_check": {"timeout": 1200}}}).service.health_check.timeout == 1200, (
         "on Kubernetes the health check timeout is used, so it is not refused there"
     )
+
+
+@pytest.mark.parametrize("key", ["deploy", "live_output", "monitor", "cleanup_on_failure", "rocenv_mode"])
+def test_madengine_run_options_are_refused_not_dropped(key):
+    found = dict(problems({"slurm": {}, key: True}))
+    assert found[key].startswith("is a madengine run option madinfra does not have: ") and found[key].endswith("; remove it")
