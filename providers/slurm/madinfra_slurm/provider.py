@@ -187,10 +187,15 @@ class SlurmProvider:
         "Access/permission denied" to anyone else), so for an ordinary user the plan replaces
         the job. Lowering a limit, and raising a pending job's, stay in place: Slurm allows both
         to the job's owner. Without an identity from the live read nothing is refused."""
-        identity = self._identity
-        if identity is None or identity.operator or live.kind != scripts.KIND or path != "time":
+        if live.kind != scripts.KIND or path != "time" or live.status.get("finished"):
             return None
-        if live.status.get("finished") or not live.status.get("running") or not _raises_time(before, after):
+        return self._time_raise_refused(bool(live.status.get("running")), before, after)
+
+    def _time_raise_refused(self, running: bool, before: Any, after: Any) -> str | None:
+        """The reason Slurm refuses this time-limit change to the SSH user, or None: one rule for
+        the plan (``not_in_place``) and for apply's check that the job did not start since."""
+        identity = self._identity
+        if identity is None or identity.operator or not running or not _raises_time(before, after):
             return None
         return TIME_RAISE_REASON.format(user=identity.user or "this user")
 
@@ -403,11 +408,11 @@ class SlurmProvider:
             raise ProviderError(f"{rid}: job {job_id} is no longer in squeue since the plan was made; run plan again")
         changed = {rules.top_level(f.path) for f in change.fields} - {rules.SUBMIT_KEY}
         submit = desired.spec[rules.SUBMIT_KEY]
-        identity = self._identity
-        if row.running and "time" in changed and identity is not None and not identity.operator and _raises_time(current.spec.get("time"), desired.spec.get("time")):
+        if "time" in changed and self._time_raise_refused(row.running, current.spec.get("time"), desired.spec.get("time")):
+            assert self._identity is not None
             raise ProviderError(
                 f"{rid}: job {job_id} started running after the plan was made, and only a Slurm operator can raise a running job's time limit "
-                f"({identity.user} is not one); run plan again (it will propose a replacement)"
+                f"({self._identity.user} is not one); run plan again (it will propose a replacement)"
             )
         try:
             words = rules.assignments(desired.spec, changed, row.running, submit["comment"])
