@@ -56,6 +56,9 @@ class Resource:
     gpus: int = 0
     workload: bool = False
     role: str | None = None
+    replica: int | None = None
+    """The replica number within the pool ``role`` when each replica is a resource of its own
+    (a SLURM job per disaggregated pool replica); ``None`` otherwise."""
     provider_id: str | None = None
     status: dict[str, Any] = field(default_factory=dict)
 
@@ -112,6 +115,9 @@ class ProviderOptions:
     kube_context: str | None = None
     ssh_target: str | None = None
     insecure_skip_host_key_check: bool = False
+    rollback: bool = True
+    """When a new serving replica fails its health check, restore the pool as it was (``apply
+    --no-rollback``: stop where the failure happened, as Terraform does)."""
 
 
 @runtime_checkable

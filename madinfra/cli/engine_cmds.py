@@ -160,12 +160,15 @@ def apply(
     kubeconfig: KubeconfigOpt = None,
     ssh_target: SshOpt = None,
     insecure_skip_host_key_check: InsecureOpt = False,
+    no_rollback: Annotated[bool, typer.Option("--no-rollback", help="When a new serving replica fails its health check, stop where it failed instead of restoring the pool as it was.")] = False,
     no_color: NoColorOpt = False,
 ) -> None:
     """Apply the stack after confirmation, or exactly a plan saved with `plan --out` (no prompt: it was reviewed when saved)."""
+    from dataclasses import replace as with_fields
+
     from madinfra.engine.planfile import check_live, check_stack_file, load_plan_file, read_plan_document
 
-    options = _options(context, kubeconfig, ssh_target, insecure_skip_host_key_check)
+    options = with_fields(_options(context, kubeconfig, ssh_target, insecure_skip_host_key_check), rollback=not no_rollback)
     console, err = _consoles(no_color)
     document = read_plan_document(stack_or_plan)
     if document is None:

@@ -378,6 +378,7 @@ def semantic_problems(spec: StackSpec) -> Problems:
     for role in spec.roles:
         if role not in valid_roles:
             problems.append((f"roles.{role}", f"is not a role of launcher {dist.launcher or 'none'}; valid roles: {', '.join(sorted(valid_roles))}"))
+    problems.extend(_rollout_problems(spec, valid_roles))
     problems.extend(unsupported_problems(spec))
     if spec.slurm is not None:
         for key in SLURM_OPTION_FIELDS:
@@ -396,6 +397,39 @@ def _nul_problems(value: Any, path: str = "") -> Problems:
     if isinstance(value, (list, tuple)):
         return [p for i, item in enumerate(value) for p in _nul_problems(item, f"{path}.{i}")]
     return []
+
+
+def pool_roles(spec: StackSpec) -> tuple[str, ...]:
+    """Roles whose replicas serve independently, so a change can roll replica by replica: the
+    disaggregated prefill and decode pools, and vLLM's data-parallel replicas on Kubernetes
+    (on SLURM a multi-node vLLM or SGLang server is one model spanning every node)."""
+    if spec.distributed.launcher == "sglang-disagg":
+        return ("prefill", "decode")
+    if spec.target == "k8s" and spec.distributed.launcher == "vllm" and spec.distributed.nnodes > 1:
+        return ("server",)
+    return ()
+
+
+def _rollout_problems(spec: StackSpec, valid_roles: set[str]) -> Problems:
+    """Rollout settings only where there is a pool to roll, and never a roll that cannot move."""
+    pools = pool_roles(spec)
+    problems: Problems = []
+    settings = []
+    if spec.service is not None and "rollout" in spec.service.model_fields_set:
+        settings.append(("service.rollout", spec.service.rollout))
+        if not pools:
+            problems.append(("service.rollout", "applies to pools of independent replicas (sglang-disagg prefill/decode, multi-node vLLM on k8s); this stack has none, so remove it"))
+    for role, override in spec.roles.items():
+        if override.rollout is None or role not in valid_roles:
+            continue
+        settings.append((f"roles.{role}.rollout", override.rollout))
+        if role not in pools:
+            where = ", ".join(pools) if pools else "none in this stack"
+            problems.append((f"roles.{role}.rollout", f"'{role}' is not a pool of independent replicas (pools: {where}); remove it"))
+    for path, rollout in settings:
+        if rollout.max_surge == 0 and rollout.max_unavailable == 0:
+            problems.append((path, "max_surge and max_unavailable are both 0, so no replica could ever be changed; set one of them to at least 1"))
+    return problems
 
 
 def roles_for(spec: StackSpec) -> tuple[str, ...]:

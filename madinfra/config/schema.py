@@ -221,12 +221,23 @@ class HealthCheck(Strict):
     timeout: int = 600
 
 
+class RolloutSettings(Strict):
+    """How a serving pool rolls a change replica by replica (LeaderWorkerSet's and Deployments'
+    maxSurge / maxUnavailable, as replica counts): ``max_surge`` new replicas may start ahead of
+    the old ones when the cluster has the free GPUs; otherwise up to ``max_unavailable`` old
+    replicas stop first, never the last ready one of a pool."""
+
+    max_surge: int = Field(1, ge=0)
+    max_unavailable: int = Field(1, ge=0)
+
+
 class ServiceSpec(Strict):
     """Long-lived inference stacks declare their endpoint and how to tell they are healthy."""
 
     port: int | None = None
     api_path: str = "/v1"
     health_check: HealthCheck = HealthCheck()
+    rollout: RolloutSettings = RolloutSettings()
 
 
 class RoleOverride(Strict):
@@ -234,6 +245,7 @@ class RoleOverride(Strict):
 
     command: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    rollout: RolloutSettings | None = None
 
 
 class SecretSource(Strict):

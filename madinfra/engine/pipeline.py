@@ -79,6 +79,7 @@ def open_stack(
         kube_context=base.kube_context,
         ssh_target=base.ssh_target,
         insecure_skip_host_key_check=base.insecure_skip_host_key_check,
+        rollback=base.rollback,
     )
     provider = (provider_factory or provider_for)(spec.target, options)
     # Optional hook: commands that never call desired() (destroy, apply PLAN, show, output)
@@ -149,6 +150,13 @@ def compute_plan(
     result.stack_file = str(Path(stack_file).resolve()) if stack_file is not None else None
     result.target = spec.target
     result.destroy = destroy
+    rollouts = getattr(provider, "plan_rollouts", None)
+    if callable(rollouts):
+        pools = rollouts(result.changes, result.gpus_before, result.gpus_after)
+        result.rollouts = list(pools.pools)
+        result.gpus_peak = pools.gpus_peak
+        result.gpus_free = pools.gpus_free
+        result.warnings.extend(pools.warnings())
     warn = getattr(provider, "plan_warnings", None)
     if callable(warn):
         result.warnings.extend(warn(result.changes))

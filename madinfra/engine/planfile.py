@@ -36,6 +36,9 @@ class SavedPlan:
     stack_fingerprint: str
     actions: list[tuple[str, str]]
     replace: tuple[str, ...] = ()
+    rollouts: tuple[tuple[str, ...], ...] = ()
+    """Each pool's plan lines: apply refuses a saved plan whose pools would now roll otherwise
+    (the free GPUs changed, so a surge is no longer possible or now is)."""
 
 
 def save_plan(plan: Plan, path: Path, redactor: Redactor | None = None) -> None:
@@ -86,6 +89,7 @@ def load_plan_file(path: Path, data: dict[str, Any] | None = None) -> SavedPlan:
             stack_fingerprint=data["fingerprints"]["stack_file"],
             actions=[(c["action"], c["address"]) for c in data["changes"]],
             replace=tuple(data.get("replace") or ()),
+            rollouts=tuple(tuple(pool.get("lines") or ()) for pool in data.get("rollouts") or ()),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MadinfraError(f"The saved plan {path} is incomplete ({exc.__class__.__name__}: {exc}); create it again with `madinfra plan --out`") from None
@@ -105,4 +109,10 @@ def check_live(saved: SavedPlan, fresh: Plan) -> None:
     if stale:
         raise MadinfraError(
             f"The saved plan {saved.path} is stale: the live resources of stack '{saved.stack}' changed since it was made; run `madinfra plan {saved.stack_file} --out {saved.path}` again"
+        )
+    fresh_pools = tuple(tuple(pool.lines()) for pool in fresh.rollouts)
+    if fresh_pools != saved.rollouts:
+        now = "; ".join(line for lines in fresh_pools for line in lines) or "no pool rolls"
+        raise MadinfraError(
+            f"The saved plan {saved.path} is stale: the cluster's free GPUs changed how the pools would roll (now: {now}); run `madinfra plan {saved.stack_file} --out {saved.path}` again"
         )

@@ -18,6 +18,7 @@ from madinfra.planner.diff import ABSENT, FieldDiff, diff_specs, flatten, format
 from madinfra.planner.normalise import canonical_json, comparable_live, normalise, overlaps, sha256_label
 from madinfra.planner.order import match_ids, order_changes, select
 from madinfra.resources import Change, FieldChange, Resource, UpdateRules
+from madinfra.rollout import PoolRollout
 
 RulesFor = Callable[[str], UpdateRules]
 RestartCheck = Callable[[Change], bool]
@@ -61,6 +62,12 @@ class Plan:
     live: list[Resource]
     gpus_before: int = 0
     gpus_after: int = 0
+    gpus_peak: int | None = None
+    """Most GPUs the stack holds during apply (surge replicas included); ``None``: no pool rolls."""
+    gpus_free: int | None = None
+    """GPUs free on the cluster now, from the same live read (``None``: not known)."""
+    rollouts: list[PoolRollout] = field(default_factory=list)
+    """What each serving pool goes through, replica by replica (``madinfra.rollout``)."""
     restarts: list[Restart] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

@@ -46,13 +46,41 @@ def plan_lines(plan: Plan, redactor: Redactor | None = None) -> list[Text]:
         lines.append(Text(""))
         lines.extend(change_lines(change, redactor))
     lines.append(Text(""))
+    lines.extend(pool_lines(plan, redactor))
     lines.append(Text(summary_line(plan), style="bold"))
-    lines.append(Text(f"GPUs: {plan.gpus_before} -> {plan.gpus_after}"))
+    lines.append(Text(gpu_line(plan)))
     if plan.restarts:
         restarts = ", ".join(f"{r.resource_id} ({_RESTART_WORDS.get(r.action, r.action)})" for r in plan.restarts)
         lines.append(Text(redactor.text(f"Workloads that will restart: {restarts}"), style="yellow"))
     lines.extend(_warnings(plan, redactor))
     return lines
+
+
+def pool_lines(plan: Plan, redactor: Redactor) -> list[Text]:
+    """``Pools:`` then one line per pool change, replica by replica (``madinfra.rollout``)."""
+    if not plan.rollouts:
+        return []
+    lines = [Text("Pools:", style="bold")]
+    for pool in plan.rollouts:
+        for text in pool.lines():
+            symbol = text.split(" ", 1)[0]
+            line = Text("  ")
+            line.append(symbol, style=STYLES.get(symbol, ""))
+            line.append(redactor.text(text[len(symbol):]))
+            lines.append(line)
+    lines.append(Text(""))
+    return lines
+
+
+def gpu_line(plan: Plan) -> str:
+    """``GPUs: 4 -> 8``, and while pools roll with surge: the peak during apply vs free now."""
+    line = f"GPUs: {plan.gpus_before} -> {plan.gpus_after}"
+    extra = []
+    if plan.gpus_peak is not None:
+        extra.append(f"peak {plan.gpus_peak} during apply")
+    if plan.gpus_free is not None and plan.rollouts:
+        extra.append(f"{plan.gpus_free} free now")
+    return line + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def summary_line(plan: Plan) -> str:

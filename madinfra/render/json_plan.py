@@ -13,7 +13,7 @@ from madinfra.planner.plan import SYMBOLS, Plan
 from madinfra.resources import Change, FieldChange, Resource
 from madinfra.secrets import Redactor
 
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 
 
 def resource_to_data(resource: Resource) -> dict[str, Any]:
@@ -26,6 +26,7 @@ def resource_to_data(resource: Resource) -> dict[str, Any]:
         "gpus": resource.gpus,
         "workload": resource.workload,
         "role": resource.role,
+        "replica": resource.replica,
         "provider_id": resource.provider_id,
         "status": resource.status,
     }
@@ -40,6 +41,7 @@ def resource_from_data(data: dict[str, Any]) -> Resource:
         gpus=int(data.get("gpus") or 0),
         workload=bool(data.get("workload")),
         role=data.get("role"),
+        replica=data.get("replica"),
         provider_id=data.get("provider_id"),
         status=dict(data.get("status") or {}),
     )
@@ -91,7 +93,8 @@ def plan_to_data(plan: Plan, redactor: Redactor | None = None) -> dict[str, Any]
         "replace": list(plan.replace),
         "has_changes": plan.has_changes,
         "summary": plan.summary,
-        "gpus": {"before": plan.gpus_before, "after": plan.gpus_after},
+        "gpus": {"before": plan.gpus_before, "after": plan.gpus_after, "peak": plan.gpus_peak, "free": plan.gpus_free},
+        "rollouts": [pool.to_json() for pool in plan.rollouts],
         "changes": [change_to_data(c) for c in plan.changes],
         "restarts": [{"address": r.resource_id, "action": r.action} for r in plan.restarts],
         "drift": [c.resource_id for c in plan.changes if c.drift],

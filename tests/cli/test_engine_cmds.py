@@ -176,7 +176,7 @@ def test_json_plan_follows_the_documented_schema(cli):
     code, out, _ = cli.run("plan", cli.stack, "--json", "--detailed-exitcode")
     assert code == 2
     data = json.loads(out)
-    assert data["format_version"] == "1.2"
+    assert data["format_version"] == "1.3"
     assert set(data) >= {"stack", "target", "stack_file", "destroy", "only", "has_changes", "summary", "gpus", "changes", "restarts", "drift", "warnings", "fingerprints"}
     assert data["summary"] == {"add": 0, "change": 0, "replace": 1, "destroy": 0}
     (change,) = data["changes"]
@@ -185,7 +185,8 @@ def test_json_plan_follows_the_documented_schema(cli):
     assert {"path": "spec.partition", "before": "p1", "after": "p2", "forces_replacement": True, "details": []} in change["fields"]
     assert change["before"]["spec"]["partition"] == "p1" and change["after"]["spec"]["partition"] == "p2"
     assert data["restarts"] == [{"address": "mem_job/demo", "action": "replace"}]
-    assert data["gpus"] == {"before": 8, "after": 8}
+    assert data["gpus"] == {"before": 8, "after": 8, "peak": None, "free": None}
+    assert data["rollouts"] == []
     assert data["fingerprints"]["live"].startswith("sha256:") and data["fingerprints"]["stack_file"].startswith("sha256:")
     doc = (Path(__file__).resolve().parents[2] / "docs" / "plan-json.md").read_text()
     for key in list(data) + list(change):

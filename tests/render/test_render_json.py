@@ -17,9 +17,10 @@ def test_json_plan_shape():
     desired = [Resource("job", "j", {"spec": {"partition": "b", "n": 1}}, gpus=8, workload=True), Resource("vol", "v", {"spec": {"size": 1}})]
     p = make_plan(desired, live, None, rules_for, stack="demo", stack_fingerprint="sha256:abc")
     data = json.loads(dumps(plan_to_data(p)))
-    assert data["format_version"] == FORMAT_VERSION == "1.2"
+    assert data["format_version"] == FORMAT_VERSION == "1.3"
     assert data["summary"] == {"add": 1, "change": 0, "replace": 1, "destroy": 1}
-    assert data["has_changes"] is True and data["gpus"] == {"before": 8, "after": 8}
+    assert data["has_changes"] is True and data["gpus"] == {"before": 8, "after": 8, "peak": None, "free": None}
+    assert data["rollouts"] == []
     assert [(c["action"], c["address"], c["symbol"]) for c in data["changes"]] == [
         ("delete", "cfg/old", "-"),
         ("replace", "job/j", "-/+"),
