@@ -19,7 +19,7 @@ renderers and the saved-plan check only carry them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from madinfra.config.schema import RolloutSettings, StackSpec
 from madinfra.errors import ProviderError
@@ -153,9 +153,19 @@ class RolloutPlan:
         ]
 
 
-def choose_strategy(pool: str, limits: RolloutSettings, replicas: int, rolled: int, gpus_per_replica: int, gpus_free: int | None) -> tuple[int, int, str | None, bool]:
+RoomFor = Callable[[int], "int | None"]
+"""``room_for(gpus_per_replica)``: how many more replicas of that size fit on the cluster now
+(each on nodes with that many free GPUs), ``None`` when the cluster did not say."""
+
+
+def room_from_total(gpus_free: int | None) -> RoomFor:
+    """Room counted from a total of free GPUs (a provider that knows only the total)."""
+    return lambda per_replica: None if gpus_free is None else (gpus_free // per_replica if per_replica else 1 << 30)
+
+
+def choose_strategy(pool: str, limits: RolloutSettings, replicas: int, rolled: int, gpus_per_replica: int, room: int | None, gpus_free: int | None = None) -> tuple[int, int, str | None, bool]:
     """``(surge, unavailable, no_surge_reason, no_ready)`` for rolling ``rolled`` of a pool's
-    ``replicas`` (kept) replicas.
+    ``replicas`` (kept) replicas, with ``room`` more replicas fitting on the cluster now.
 
     Surge is preferred (no replica stops before its replacement is healthy), as far as the free
     GPUs allow; otherwise up to ``max_unavailable`` replicas go at once, but never the last
@@ -167,13 +177,14 @@ def choose_strategy(pool: str, limits: RolloutSettings, replicas: int, rolled: i
     surge = min(limits.max_surge, rolled)
     reason = None
     if surge and gpus_per_replica:
-        room = (gpus_free // gpus_per_replica) if gpus_free is not None else 0
-        if room < surge:
-            if gpus_free is None:
+        fits = room or 0
+        if fits < surge:
+            if room is None:
                 reason = "the cluster's free GPUs are unknown"
-            else:
-                reason = f"{gpus_free} GPU(s) free, {gpus_per_replica} needed per surge replica"
-            surge = room
+            elif fits == 0:
+                free = f"{gpus_free} GPU(s) free" if gpus_free is not None else "no free GPUs"
+                reason = f"{free}, no node has {gpus_per_replica} free for a surge replica"
+            surge = fits
     if surge:
         return surge, 0, None, False
     unavailable = min(limits.max_unavailable, max(replicas - 1, 0), rolled)
@@ -195,6 +206,7 @@ def replica_pools(
     gpus_free: int | None,
     gpus_before: int,
     gpus_after: int,
+    room_for: RoomFor | None = None,
 ) -> RolloutPlan:
     """The ``RolloutPlan`` of a provider whose replicas are resources of their own
     (``Resource.replica`` set, ``Resource.role`` = the pool): creates are added replicas,
@@ -204,14 +216,18 @@ def replica_pools(
     Surge room is what is free now less what the plan's growth takes (a conservative bound:
     growth and rolls may happen in either order); the peak is the larger of the GPUs before and
     after, plus the largest surge batch."""
-    room = None if gpus_free is None else max(0, gpus_free - max(0, gpus_after - gpus_before))
+    room_for = room_from_total(gpus_free) if room_for is None else room_for
+    growth = max(0, gpus_after - gpus_before)
     pools = []
     surge_gpus = 0
     for pool, entry in _replica_sets(changes, desired).items():
         if not (entry.rolled or entry.added or entry.removed):
             continue
         kept = len(entry.after - entry.added)
-        surge, unavailable, reason, no_ready = choose_strategy(pool, limits.get(pool, RolloutSettings()), kept, len(entry.rolled), entry.gpus, room)
+        room = room_for(entry.gpus)
+        if room is not None and growth and entry.gpus:
+            room = max(0, room - -(-growth // entry.gpus))  # replicas the plan adds take room first
+        surge, unavailable, reason, no_ready = choose_strategy(pool, limits.get(pool, RolloutSettings()), kept, len(entry.rolled), entry.gpus, room, gpus_free)
         pools.append(
             PoolRollout(
                 pool=pool,
