@@ -183,3 +183,42 @@ def test_primus_settings_are_checked_field_by_field():
     assert message.startswith("unknown field")
     path, _ = only({"k8s": {}, "distributed": {"launcher": "primus", "primus": {"backend": 3}}})
     assert path == "distributed.primus.backend"
+
+
+DISAGG = {"slurm": {}, "distributed": {"launcher": "sglang-disagg", "nnodes": 4}}
+
+
+def test_rollout_settings_reach_each_pool_with_the_role_winning():
+    from madinfra.rollout import limits_for
+
+    spec = resolve({**DISAGG, "service": {"rollout": {"max_surge": 2}}, "roles": {"decode": {"rollout": {"max_surge": 0, "max_unavailable": 3}}}})
+    assert (limits_for(spec, "prefill").max_surge, limits_for(spec, "prefill").max_unavailable) == (2, 1)
+    assert (limits_for(spec, "decode").max_surge, limits_for(spec, "decode").max_unavailable) == (0, 3)
+
+
+def test_rollout_on_a_role_that_is_not_a_pool_is_refused():
+    path, message = only({**DISAGG, "roles": {"proxy": {"rollout": {"max_surge": 1}}}})
+    assert path == "roles.proxy.rollout"
+    assert message == "'proxy' is not a pool of independent replicas (pools: prefill, decode); remove it"
+
+
+def test_rollout_on_a_stack_without_pools_is_refused():
+    path, message = only({"slurm": {}, "distributed": {"launcher": "vllm", "nnodes": 2}, "service": {"rollout": {"max_surge": 1}}})
+    assert path == "service.rollout"
+    assert "this stack has none, so remove it" in message
+
+
+def test_multi_node_vllm_on_kubernetes_is_a_pool():
+    spec = resolve({"k8s": {}, "distributed": {"launcher": "vllm", "nnodes": 2}, "roles": {"server": {"rollout": {"max_surge": 0}}}})
+    assert spec.roles["server"].rollout.max_surge == 0
+
+
+def test_a_rollout_that_could_never_move_is_refused():
+    path, message = only({**DISAGG, "service": {"rollout": {"max_surge": 0, "max_unavailable": 0}}})
+    assert path == "service.rollout"
+    assert message == "max_surge and max_unavailable are both 0, so no replica could ever be changed; set one of them to at least 1"
+
+
+def test_negative_rollout_numbers_are_refused():
+    path, _ = only({**DISAGG, "service": {"rollout": {"max_surge": -1}}})
+    assert path == "service.rollout.max_surge"

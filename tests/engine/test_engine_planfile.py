@@ -82,3 +82,20 @@ def test_stale_stack_file_and_stale_live_state_are_refused_in_one_sentence(tmp_p
         check_live(saved, sample_plan([live_now]))
     assert "live resources of stack 'demo' changed since it was made" in str(err.value)
     assert str(err.value).count(";") == 1
+
+
+def test_a_saved_plan_whose_pools_would_now_roll_otherwise_is_refused(tmp_path):
+    """Free GPUs changed between plan and apply: a surge promised is no longer possible."""
+    from madinfra.rollout import PoolRollout
+
+    path = tmp_path / "plan.json"
+    p = sample_plan()
+    p.rollouts = [PoolRollout("decode", 3, 3, rolled=(0, 1, 2), surge=1, gpus_per_replica=4)]
+    save_plan(p, path)
+    saved = load_plan_file(path)
+    assert saved.rollouts == (("-/+ decode[0..2] rolling, surge 1",),)
+    check_live(saved, p)
+    fresh = sample_plan()
+    fresh.rollouts = [PoolRollout("decode", 3, 3, rolled=(0, 1, 2), unavailable=1, gpus_per_replica=4, no_surge_reason="0 GPU(s) free, no node has 4 free for a surge replica")]
+    with pytest.raises(MadinfraError, match=r"free GPUs changed how the pools would roll \(now: -/\+ decode\[0\.\.2\] rolling, 1 at a time, no surge"):
+        check_live(saved, fresh)

@@ -100,3 +100,21 @@ def test_secret_values_are_masked_in_every_line():
 
 def test_values_are_spelled_as_json():
     assert format_value("x") == '"x"' and format_value({"b": 1, "a": [True]}) == '{"a": [true], "b": 1}' and format_value(None) == "null"
+
+
+def test_pools_are_listed_replica_by_replica_with_the_gpu_peak():
+    from madinfra.rollout import PoolRollout
+
+    plan = sample()
+    plan.rollouts = [
+        PoolRollout("decode", 3, 2, removed=(2,), untouched=(0, 1), gpus_per_replica=4),
+        PoolRollout("prefill", 2, 2, rolled=(0, 1), surge=1, gpus_per_replica=4),
+    ]
+    plan.gpus_peak, plan.gpus_free = 16, 8
+    text = plan_text(plan)
+    block = text.split("Pools:\n", 1)[1].split("\n\nPlan:", 1)[0]
+    assert block.splitlines() == [
+        "  ~ decode: 3 -> 2 replicas (replica 2 removed; replicas 0-1 untouched)",
+        "  -/+ prefill[0..1] rolling, surge 1",
+    ]
+    assert "(peak 16 during apply; 8 free now)" in text
