@@ -63,8 +63,15 @@ def validate(
     import yaml
 
     from madinfra.config import load
+    from madinfra.launchers import compile as compile_launch
 
     spec = load(stack_file, target=target)
+    from madinfra.errors import ConfigError
+
+    try:
+        compile_launch(spec)  # the launcher contracts (parallel sizes, ports, overridden values)
+    except ConfigError as exc:
+        raise ConfigError(str(stack_file), exc.problems) from None
     typer.echo(f"# {stack_file}: valid {spec.target} stack '{spec.name}'")
     typer.echo(yaml.safe_dump(resolved_document(spec), sort_keys=False).rstrip())
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from madinfra.config.schema import StackSpec
-from madinfra.errors import MadinfraError
+from madinfra.errors import ConfigError, MadinfraError
 from madinfra.planner import plan as make_plan
 from madinfra.planner.normalise import sha256_label
 from madinfra.planner.plan import Plan, RulesFor
@@ -132,7 +132,11 @@ def compute_plan(
     if destroy:
         desired = []
     elif desired is None:
-        desired = desired_resources(spec, provider, compile_fn)
+        try:
+            desired = desired_resources(spec, provider, compile_fn)
+        except ConfigError as exc:
+            # The launcher contracts are checked at compile: name the file, as validate does.
+            raise ConfigError(str(stack_file) if stack_file is not None else exc.source, exc.problems) from None
     live = provider.read(spec.name)
     result = make_plan(
         desired,

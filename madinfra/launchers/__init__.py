@@ -7,6 +7,8 @@ resulting LaunchPlan into workloads, the planner diffs what they produce.
 from __future__ import annotations
 
 from madinfra.config.schema import StackSpec
+from madinfra.errors import ConfigError
+from madinfra.launchers import contracts
 from madinfra.launchers.common import LaunchContext
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.launchers.registry import lookup
@@ -18,7 +20,7 @@ def compile(spec: StackSpec) -> LaunchPlan:  # noqa: A001 - the name the design 
     """Compile ``spec`` for its target; raises MadinfraError for what only compile can detect."""
     compiler = lookup(spec.distributed.launcher)
     ctx = LaunchContext.of(spec)
-    return LaunchPlan(
+    plan = LaunchPlan(
         stack=spec.name,
         target=spec.target,
         launcher=spec.distributed.launcher,
@@ -30,3 +32,7 @@ def compile(spec: StackSpec) -> LaunchPlan:  # noqa: A001 - the name the design 
         service_port=compiler.service_port(ctx) if compiler.service_port else None,
         topology_env=compiler.topology(ctx) if compiler.topology else {},
     )
+    problems = contracts.problems(spec, plan)
+    if problems:
+        raise ConfigError(f"stack '{spec.name}'", problems)
+    return plan

@@ -532,7 +532,9 @@ def test_every_launcher_passes_env_values_unchanged(target, sandbox):
             "env_vars": env,
         }
         stack["model"] = {k: v for k, v in stack["model"].items() if v is not None}
-        stack[target] = {"partition": "debug", "gpus_per_node": 1, "time": "10", "exclusive": False, "container": "none"} if target == "slurm" else {"namespace": "ml", "gpu_count": 1}
+        # Disaggregated servers bind fixed ports, so they must not share a node (contracts.py).
+        exclusive = launcher == "sglang-disagg"
+        stack[target] = {"partition": "debug", "gpus_per_node": 1, "time": "10", "exclusive": exclusive, "container": "none"} if target == "slurm" else {"namespace": "ml", "gpu_count": 1}
         out_dir = workdir / "rendered"
         if out_dir.exists():
             for old in out_dir.iterdir():

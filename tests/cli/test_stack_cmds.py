@@ -102,3 +102,16 @@ def test_render_target_option_for_a_file_without_a_section(capsys, write_stack):
     code, out, err = run_cli(capsys, "render", str(path), "--target", "k8s")
     assert code == 0, err
     assert "kind: Job" in out and "completionMode: Indexed" in out
+
+
+def test_validate_checks_the_launcher_contracts_naming_the_file_and_fields(capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: demo\nk8s: {gpu_count: 8}\ndistributed: {launcher: vllm, nnodes: 2, nproc_per_node: 8}\n"
+        "model: {model_path: /m, args: ['--tensor-parallel-size', '4']}\nservice: {port: 6379}\n"
+    )
+    code, out, err = run_cli(capsys, "validate", str(path))
+    assert code == 1 and "Traceback" not in err
+    assert f"{path}: 2 problem(s) found:" in err
+    assert "  - model.args: TP 4 x PP 1 = 4, but one server spans 8 GPU(s) (distributed.nproc_per_node 8); make them equal" in err
+    assert "  - service.port: is 6379, which Ray's head binds on the same node; choose another port" in err

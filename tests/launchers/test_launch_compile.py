@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from madinfra.config import LAUNCHERS, roles_for
-from madinfra.errors import MadinfraError
+from madinfra.errors import ConfigError, MadinfraError
 from madinfra.launchers import compile
 from madinfra.launchers.addressing import SlurmAddressing
 from madinfra.launchers.registry import COMPILERS
@@ -133,20 +133,33 @@ def test_cpu_only_nodes_set_no_visibility(spec):
         assert role.unset_env == ()
 
 
-def test_user_env_first_launcher_contract_overrides_it(spec):
-    stack = spec("k8s", "torchrun", 2, 2, port=23456, extra={"env_vars": {"MASTER_PORT": "1", "NODE_RANK": "7", "FOO": "$(rm -rf /)", "NCCL_DEBUG": "INFO"}})
+def test_user_env_comes_first_and_keeps_what_the_launcher_does_not_set(spec):
+    stack = spec("k8s", "torchrun", 2, 2, port=23456, extra={"env_vars": {"MASTER_PORT": "23456", "FOO": "$(rm -rf /)", "NCCL_DEBUG": "INFO"}})
     worker = compile(stack).role("worker")
     assert worker.env["MASTER_PORT"] == "23456"
     assert worker.env["FOO"] == "$(rm -rf /)"  # literal: providers quote env
     assert worker.env["NCCL_DEBUG"] == "INFO"  # the user's value beats the preset's
-    assert "NODE_RANK" not in worker.env and dict(worker.runtime_env)["NODE_RANK"] == "${JOB_COMPLETION_INDEX}"
+    assert dict(worker.runtime_env)["NODE_RANK"] == "${JOB_COMPLETION_INDEX}"
     assert list(worker.env).index("FOO") < list(worker.env).index("NNODES")
 
 
+def test_a_user_value_the_launcher_would_override_is_refused_with_its_field(spec):
+    """It used to be dropped silently; now validate and plan name it (issue 14, contracts)."""
+    stack = spec("k8s", "torchrun", 2, 2, port=23456, extra={"env_vars": {"MASTER_PORT": "1", "NODE_RANK": "7"}})
+    with pytest.raises(ConfigError) as info:
+        compile(stack)
+    found = dict(info.value.problems)
+    assert found["env_vars.MASTER_PORT"].startswith("is '1', but the torchrun launcher sets MASTER_PORT to '23456' on the worker nodes, so your value would never reach them")
+    assert "sets NODE_RANK to a value computed on each node" in found["env_vars.NODE_RANK"]
+    assert found["env_vars.NODE_RANK"].endswith("or set roles.worker.env.NODE_RANK to override the launcher on purpose")
+
+
 def test_user_env_cannot_reintroduce_a_variable_the_launcher_unsets(spec):
-    server = compile(spec("k8s", "vllm", 1, 2, extra={"env_vars": {"CUDA_VISIBLE_DEVICES": "0"}})).role("server")
-    assert "CUDA_VISIBLE_DEVICES" not in server.env
-    assert "CUDA_VISIBLE_DEVICES" in server.unset_env
+    with pytest.raises(ConfigError) as info:
+        compile(spec("k8s", "vllm", 1, 2, extra={"env_vars": {"CUDA_VISIBLE_DEVICES": "0"}}))
+    assert "sets CUDA_VISIBLE_DEVICES to nothing (it unsets it)" in dict(info.value.problems)["env_vars.CUDA_VISIBLE_DEVICES"]
+    server = compile(spec("k8s", "vllm", 1, 2, extra={"roles": {"server": {"env": {"CUDA_VISIBLE_DEVICES": "0"}}}})).role("server")
+    assert server.env["CUDA_VISIBLE_DEVICES"] == "0" and "CUDA_VISIBLE_DEVICES" not in server.unset_env
 
 
 def test_role_override_env_comes_last(spec):
@@ -169,8 +182,11 @@ def test_role_command_override_replaces_only_the_command(spec):
     assert p.role("prefill").command.startswith(CD)
 
 
-def test_model_path_field_beats_env_vars(spec):
-    server = compile(spec("slurm", "sglang", 1, 2, extra={"env_vars": {"MODEL_PATH": "/old"}})).role("server")
+def test_model_path_field_and_a_different_env_model_path_are_refused_together(spec):
+    with pytest.raises(ConfigError) as info:
+        compile(spec("slurm", "sglang", 1, 2, extra={"env_vars": {"MODEL_PATH": "/old"}}))
+    assert dict(info.value.problems)["env_vars.MODEL_PATH"].startswith("is '/old', but model.model_path sets MODEL_PATH to '/models/llama' on the server nodes")
+    server = compile(spec("slurm", "sglang", 1, 2, extra={"env_vars": {"MODEL_PATH": "/models/llama"}})).role("server")
     assert server.env["MODEL_PATH"] == "/models/llama"
 
 
@@ -185,7 +201,8 @@ def test_quoted_args_survive_every_launcher(spec):
 def test_docker_env_vars_are_the_workloads_env_over_env_vars_but_under_the_launcher(plan, target):
     """madengine passes docker_env_vars into the workload's container; the pod is one, and a
     SLURM task runs in one or on the bare host: either way they reach the process."""
-    extra = {"env_vars": {"A": "env", "B": "env"}, "docker_env_vars": {"B": "docker", "C": "docker", "MAD_LAUNCHER_TYPE": "mine"}}
+    extra = {"env_vars": {"A": "env", "B": "env"}, "docker_env_vars": {"B": "docker", "C": "docker"}}
     (role,) = plan(target, "torchrun", 2, 1, extra=extra).roles
     assert (role.env["A"], role.env["B"], role.env["C"]) == ("env", "docker", "docker")
-    assert role.env["MAD_LAUNCHER_TYPE"] == "torchrun", "the launcher's contract wins"
+    with pytest.raises(ConfigError, match=r"docker_env_vars\.MAD_LAUNCHER_TYPE: is 'mine', but the torchrun launcher sets MAD_LAUNCHER_TYPE to 'torchrun'"):
+        plan(target, "torchrun", 2, 1, extra={"docker_env_vars": {"MAD_LAUNCHER_TYPE": "mine"}})
