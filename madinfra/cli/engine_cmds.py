@@ -280,6 +280,54 @@ def _run_apply(stack_file, state_dir, options, console, err, *, only, replace, y
             print_outputs(state.outputs, console)
 
 
+def refresh(
+    stack_file: StackArg,
+    yes: YesOpt = False,
+    json_output: JsonOpt = False,
+    lock_timeout: LockTimeoutOpt = 0.0,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    context: ContextOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    ssh_target: SshOpt = None,
+    insecure_skip_host_key_check: InsecureOpt = False,
+    no_color: NoColorOpt = False,
+) -> None:
+    """Record what the cluster runs into state (adopted jobs, finished runs, drift) without changing the cluster."""
+    from madinfra.engine.pipeline import compute_plan, rules_for
+    from madinfra.engine.refresh import refresh_updates
+    from madinfra.render.json_plan import dumps
+
+    console, err = _consoles(no_color)
+    options = _options(context, kubeconfig, ssh_target, insecure_skip_host_key_check)
+    with _stack(stack_file, state_dir, options) as ctx, _lock(ctx, f"madinfra refresh {stack_file}", lock_timeout, err):
+        state = ctx.store.load_or_new(ctx.name)
+        fresh = compute_plan(ctx.spec, ctx.provider, state, stack_file=stack_file, fingerprint=ctx.fingerprint)
+        updates, updated = refresh_updates(fresh, state, rules_for(ctx.provider))
+        recorded = [u for u in updates if u.action != "untracked"]
+        if json_output:
+            if recorded and not yes:
+                raise MadinfraError("refresh --json records nothing without --yes (it cannot ask); add --yes, or run it without --json to review first")
+            if recorded:
+                ctx.store.save(updated)
+            typer.echo(dumps(ctx.redactor.data({"stack": ctx.name, "updates": [u.to_json() for u in updates], "recorded": len(recorded)})))
+            return
+        if not updates:
+            console.print("No changes. State matches the cluster.", style="bold green")
+            return
+        console.print(f"madinfra will record the following in the state of stack '{ctx.name}' (the cluster is not changed):", markup=False)
+        for update in updates:
+            console.print(ctx.redactor.text("  " + update.line()), markup=False)
+        if not recorded:
+            return
+        if not yes:
+            console.print("")
+            if not _confirm(console, "Do you want to record these in state? Only 'yes' will be accepted:"):
+                err.print("Refresh cancelled; state was not changed.", markup=False)
+                raise typer.Exit(1)
+        ctx.store.save(updated)
+        console.print(f"\nRefresh complete! State: {len(recorded)} recorded. `madinfra plan {stack_file}{connection_flags(options)}` now compares the stack file with what runs.", style="bold green")
+
+
 def _dump_debug_files(ctx: StackContext, plan: Plan, err: Console) -> None:
     """``debug: true`` (madengine's "dump the YAML"): before applying, write what is deployed,
     the manifests or sbatch scripts, into the target's ``output_dir`` beside the stack file, so a
@@ -378,6 +426,7 @@ def register(app: typer.Typer) -> None:
     app.command()(apply)
     app.command()(destroy)
     app.command()(show)
+    app.command()(refresh)
     app.command("status", help="Alias of `show`.")(show)
     app.command()(output)
     app.command("force-unlock")(force_unlock)

@@ -489,3 +489,44 @@ def test_debug_true_writes_what_is_deployed_into_output_dir_before_applying(cli)
 def test_without_debug_nothing_is_written_beside_the_stack(cli):
     cli.run("apply", cli.stack, "--yes")
     assert not (cli.root / "slurm_results").exists()
+
+
+def test_refresh_records_drift_adoption_and_deletions_without_changing_the_cluster(cli):
+    cli.run("apply", cli.stack, "--yes")
+    cli.store.edit_spec("mem_service/demo-svc", "spec.port", 9000)
+    cli.store.remove("mem_config/demo-a")
+    before = cli.live()
+    recorded_before = state_file(cli).read_text()
+    code, out, err = cli.run("refresh", cli.stack, input="no\n")
+    assert code == 1 and "Refresh cancelled; state was not changed." in err
+    assert state_file(cli).read_text() == recorded_before
+    assert "madinfra will record the following in the state of stack 'demo' (the cluster is not changed):" in out
+    assert "  ~ mem_service/demo-svc: record drift (spec.port)" in out
+    assert "  - mem_config/demo-a: forget (no longer on the cluster)" in out
+    code, out, _ = cli.run("refresh", cli.stack, "--yes")
+    assert code == 0 and "Refresh complete! State: 2 recorded." in out
+    assert cli.live() == before, "refresh changes nothing on the cluster"
+    _, out, _ = cli.run("plan", cli.stack)
+    assert "# mem_service/demo-svc will be updated in-place" in out and "changed outside" not in out
+    assert "# mem_config/demo-a will be created" in out and "deleted outside" not in out
+    assert cli.run("refresh", cli.stack)[1].startswith("No changes. State matches the cluster.")
+
+
+def test_refresh_adopts_what_runs_when_state_was_lost(cli):
+    cli.run("apply", cli.stack, "--yes")
+    state_file(cli).unlink()
+    code, out, _ = cli.run("refresh", cli.stack, "--json", "--yes")
+    data = json.loads(out)
+    assert code == 0 and data["recorded"] == 4
+    assert {u["action"] for u in data["updates"]} == {"adopt"}
+    recorded = json.loads(state_file(cli).read_text())["resources"]
+    assert sorted(r["kind"] + "/" + r["name"] for r in recorded) == sorted(u["address"] for u in data["updates"])
+    assert cli.run("plan", cli.stack, "--detailed-exitcode")[0] == 0
+
+
+def test_refresh_json_without_yes_refuses_to_record(cli):
+    cli.run("apply", cli.stack, "--yes")
+    state_file(cli).unlink()
+    code, _, err = cli.run("refresh", cli.stack, "--json")
+    assert code == 1 and "refresh --json records nothing without --yes" in err
+    assert not state_file(cli).exists()
