@@ -255,6 +255,13 @@ class SecretSource(Strict):
     value: str | None = None
 
 
+class CostSpec(Strict):
+    """Turns the plan's GPU-hours into money (``madinfra.planner.cost``)."""
+
+    gpu_hour_price: float = Field(ge=0)
+    currency: str = Field("USD", pattern=r"^[A-Za-z$€£¥]{1,8}$")
+
+
 class StackSpec(Strict):
     name: str
     target: Literal["k8s", "slurm"]
@@ -274,6 +281,7 @@ class StackSpec(Strict):
     pre_scripts: list[dict[str, Any]] = Field(default_factory=list)
     post_scripts: list[dict[str, Any]] = Field(default_factory=list)
     shared_data: str | None = None
+    cost: CostSpec | None = None
 
     @property
     def launcher(self) -> str | None:

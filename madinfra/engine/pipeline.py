@@ -164,7 +164,18 @@ def compute_plan(
     warn = getattr(provider, "plan_warnings", None)
     if callable(warn):
         result.warnings.extend(warn(result.changes))
+    result.cost = _cost(spec, provider, result)
+    result.warnings.extend(result.cost.warnings())
     return result
+
+
+def _cost(spec: StackSpec, provider: Provider, plan: Plan) -> Any:
+    from madinfra.planner.cost import estimate
+
+    price = spec.cost.gpu_hour_price if spec.cost is not None else None
+    currency = spec.cost.currency if spec.cost is not None else "USD"
+    serving = spec.is_service and not plan.destroy
+    return estimate(plan.changes, plan.gpus_after, serving=serving, limit_of=getattr(provider, "time_limit_hours", None), price=price, currency=currency)
 
 
 def collect_outputs(provider: Provider, spec: StackSpec, live: list[Resource]) -> dict[str, str] | None:

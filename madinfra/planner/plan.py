@@ -18,6 +18,7 @@ from madinfra.planner.diff import ABSENT, FieldDiff, diff_specs, flatten, format
 from madinfra.planner.normalise import canonical_json, comparable_live, normalise, overlaps, sha256_label
 from madinfra.planner.order import match_ids, order_changes, select
 from madinfra.resources import Change, FieldChange, Resource, UpdateRules
+from madinfra.planner.cost import CostEstimate
 from madinfra.rollout import PoolRollout
 
 RulesFor = Callable[[str], UpdateRules]
@@ -68,6 +69,8 @@ class Plan:
     """GPUs free on the cluster now, from the same live read (``None``: not known)."""
     rollouts: list[PoolRollout] = field(default_factory=list)
     """What each serving pool goes through, replica by replica (``madinfra.rollout``)."""
+    cost: CostEstimate | None = None
+    """GPU-hours the plan commits and the progress it throws away (``planner.cost``)."""
     restarts: list[Restart] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

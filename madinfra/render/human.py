@@ -49,6 +49,8 @@ def plan_lines(plan: Plan, redactor: Redactor | None = None) -> list[Text]:
     lines.extend(pool_lines(plan, redactor))
     lines.append(Text(summary_line(plan), style="bold"))
     lines.append(Text(gpu_line(plan)))
+    if plan.cost is not None:
+        lines.extend(Text(redactor.text(line)) for line in plan.cost.lines())
     if plan.restarts:
         restarts = ", ".join(f"{r.resource_id} ({_RESTART_WORDS.get(r.action, r.action)})" for r in plan.restarts)
         lines.append(Text(redactor.text(f"Workloads that will restart: {restarts}"), style="yellow"))

@@ -95,6 +95,7 @@ def plan_to_data(plan: Plan, redactor: Redactor | None = None) -> dict[str, Any]
         "summary": plan.summary,
         "gpus": {"before": plan.gpus_before, "after": plan.gpus_after, "peak": plan.gpus_peak, "free": plan.gpus_free},
         "rollouts": [pool.to_json() for pool in plan.rollouts],
+        "cost": plan.cost.to_json() if plan.cost is not None else None,
         "changes": [change_to_data(c) for c in plan.changes],
         "restarts": [{"address": r.resource_id, "action": r.action} for r in plan.restarts],
         "drift": [c.resource_id for c in plan.changes if c.drift],

@@ -222,3 +222,8 @@ def test_a_rollout_that_could_never_move_is_refused():
 def test_negative_rollout_numbers_are_refused():
     path, _ = only({**DISAGG, "service": {"rollout": {"max_surge": -1}}})
     assert path == "service.rollout.max_surge"
+
+
+def test_a_negative_gpu_hour_price_is_refused():
+    path, _ = only({"slurm": {}, "cost": {"gpu_hour_price": -1}})
+    assert path == "cost.gpu_hour_price"
