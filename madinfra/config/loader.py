@@ -426,6 +426,13 @@ def _rollout_problems(spec: StackSpec, valid_roles: set[str]) -> Problems:
         if role not in pools:
             where = ", ".join(pools) if pools else "none in this stack"
             problems.append((f"roles.{role}.rollout", f"'{role}' is not a pool of independent replicas (pools: {where}); remove it"))
+    for role, override in spec.roles.items():
+        if spec.distributed.launcher == "sglang-disagg" and any(p.split(".")[-1] in ("replicas", "nodes") for p in override.ignore_changes):
+            problems.append((
+                f"roles.{role}.ignore_changes",
+                "a disaggregated pool's size cannot be left to someone else: the proxy's endpoint list and the stack's topology follow the stack's split; "
+                "change distributed.sglang_disagg instead",
+            ))
     for path, rollout in settings:
         if rollout.max_surge == 0 and rollout.max_unavailable == 0:
             problems.append((path, "max_surge and max_unavailable are both 0, so no replica could ever be changed; set one of them to at least 1"))

@@ -246,6 +246,10 @@ class RoleOverride(Strict):
     command: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     rollout: RolloutSettings | None = None
+    ignore_changes: list[str] = Field(default_factory=list)
+    """Field paths of this role's resources that something else owns once they run (an
+    autoscaler's ``spec.replicas``, an operator's ``time``): madinfra creates them, then keeps
+    the live value (``planner.ignore``)."""
 
 
 class SecretSource(Strict):

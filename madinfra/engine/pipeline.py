@@ -138,6 +138,12 @@ def compute_plan(
             # The launcher contracts are checked at compile: name the file, as validate does.
             raise ConfigError(str(stack_file) if stack_file is not None else exc.source, exc.problems) from None
     live = provider.read(spec.name)
+    ignored = {role: list(override.ignore_changes) for role, override in spec.roles.items() if override.ignore_changes}
+    kept_notes: list[str] = []
+    if ignored and desired:
+        from madinfra.planner.ignore import keep_live_values
+
+        desired, kept_notes = keep_live_values(desired, live, ignored, str(stack_file) if stack_file is not None else f"stack '{spec.name}'")
     result = make_plan(
         desired,
         live,
@@ -151,6 +157,7 @@ def compute_plan(
         finished_and_gone=getattr(provider, "finished_and_gone", None),
         not_in_place=getattr(provider, "not_in_place", None),
     )
+    result.notes.extend(kept_notes)
     result.stack_file = str(Path(stack_file).resolve()) if stack_file is not None else None
     result.target = spec.target
     result.destroy = destroy

@@ -227,3 +227,8 @@ def test_negative_rollout_numbers_are_refused():
 def test_a_negative_gpu_hour_price_is_refused():
     path, _ = only({"slurm": {}, "cost": {"gpu_hour_price": -1}})
     assert path == "cost.gpu_hour_price"
+
+
+def test_a_disaggregated_pool_size_cannot_be_ignored():
+    path, message = only({**DISAGG, "roles": {"decode": {"ignore_changes": ["spec.replicas"]}}})
+    assert path == "roles.decode.ignore_changes" and message.endswith("change distributed.sglang_disagg instead")
