@@ -9,22 +9,29 @@ The proxy gets no GPUs: mini_lb only routes HTTP, and madengine's one-GPU-count-
 wastes a whole GPU node on it; that saving is deliberate.
 
 K8s knows every pool's pod DNS names at compile time, so the proxy's ``--prefill``/``--decode``
-URL lists are literals. SLURM learns hosts only inside each pool's allocation, so the proxy reads
-them at run time from ``<workdir>/endpoints/{prefill,decode}`` (one URL per line, written by the
-SLURM provider); the unquoted ``$(cat ...)`` splits them into arguments on purpose.
+URL lists are literals. SLURM learns hosts only inside each replica's allocation, so the proxy reads
+them at run time from ``<workdir>/endpoints/{prefill,decode}`` (one URL per healthy replica, in
+replica order, written by the SLURM provider; a ``.source`` sidecar beside each names the replica
+and job id behind every line); the unquoted ``$(cat ...)`` splits them into arguments on purpose.
+The proxy restarts mini_lb inside its own job when a file changes and acknowledges the lists it
+runs with in ``endpoints/.proxy-seen`` (``supervise``), which apply waits for before it cancels a
+replica it drained.
 
 SLURM env follows madengine's SGLANG_DISAGG_* contract so a role-picking model script keeps
 working. SGLANG_NODE_IPS has one comma-separated entry per node of the whole stack in global
 rank order (proxy, prefill, decode), so ``IPS[SGLANG_NODE_RANK]`` is always the node itself.
-Each pool is its own allocation, started in apply's rolling order prefill -> decode -> proxy, so
-a task can only know what exists when it starts (``node_ips_expr``): its own pool from its
-allocation, the other serving pool from its endpoint file when that exists, the proxy (and a
-pool not yet running) as empty entries. The proxy, started last, gets the complete list.
+On SLURM each pool replica (one node: the TP size is ``nproc_per_node``) is its own job, started
+in apply's order prefill -> decode -> proxy, and the provider exports the replica's index in its
+script as ``MADINFRA_REPLICA_INDEX``. A task can only know what exists when it starts
+(``node_ips_expr``): every serving pool from its endpoint file, with the task's own address at
+its own position, the proxy (and a replica not yet running) as empty entries. The proxy, started
+last, gets the complete list.
 
 The values that describe the whole stack's shape (pool sizes, node totals, tensor parallel size
 and each pool's first global rank) are the LaunchPlan's ``topology_env``, not any role's env: providers deliver them
 out of band (ConfigMap via envFrom, a sourced file on SLURM), and ranks are computed on the node
-from ``MADINFRA_FIRST_RANK_<POOL>``. So resizing the prefill pool leaves the decode pool's spec
+from ``MADINFRA_FIRST_RANK_<POOL>`` plus the pod's ordinal (K8s) or ``MADINFRA_REPLICA_INDEX``
+(SLURM). So resizing the prefill pool leaves the decode pool's spec
 byte-for-byte unchanged, and its pods/jobs keep running (DESIGN: resize one pool in place).
 """
 
@@ -47,6 +54,18 @@ from madinfra.launchers.model import RoleLaunch
 
 ENDPOINTS_DIR = f"{WORKDIR}/endpoints"
 TRANSFER_BACKEND = "mooncake"
+REPLICA_INDEX_VAR = "MADINFRA_REPLICA_INDEX"
+"""Exported by the SLURM provider in each pool replica's job script: the replica's index in its pool."""
+SERVING_POOLS = ("prefill", "decode")
+SOURCE_SUFFIX = ".source"
+ACK_FILE = ".proxy-seen"
+"""In the endpoints directory: the checksum of the endpoint files the proxy's mini_lb runs with."""
+
+
+def watched_files() -> tuple[str, ...]:
+    """The endpoint files (relative to the endpoints directory, in checksum order) whose change
+    restarts mini_lb; apply computes the same checksum to know when the proxy has the new lists."""
+    return tuple(name for pool in SERVING_POOLS for name in (pool, pool + SOURCE_SUFFIX))
 
 
 def split(ctx: LaunchContext) -> tuple[int, int]:
@@ -79,24 +98,29 @@ def proxy_lines(ctx: LaunchContext, prefill: int, decode: int) -> list[str]:
         decode_urls = quote_words(pool_urls(ctx, "decode", decode))
         return [f"{lb} --prefill {prefill_urls} --decode {decode_urls} {tail}"]
     assert ctx.spec.slurm is not None
-    files = [f'"{endpoint_file(pool)}"' for pool in ("prefill", "decode")]
+    files = [f'"{endpoint_file(pool)}"' for pool in SERVING_POOLS]
+    watched = [f'"{ENDPOINTS_DIR}/{name}"' for name in watched_files()]
     polls = max(1, ctx.spec.slurm.ready_timeout // 2)
     return [
         f"for _ in $(seq {polls}); do [ -s {files[0]} ] && [ -s {files[1]} ] && break; sleep 2; done",
-        *supervise(f"{lb} --prefill $(cat {files[0]}) --decode $(cat {files[1]}) {tail}", files),
+        *supervise(f"{lb} --prefill $(cat {files[0]}) --decode $(cat {files[1]}) {tail}", watched, f'"{ENDPOINTS_DIR}/{ACK_FILE}"'),
     ]
 
 
-def supervise(proxy: str, files: list[str]) -> list[str]:
+def supervise(proxy: str, files: list[str], ack: str) -> list[str]:
     """Run the proxy and restart it (inside the same SLURM job) whenever apply rewrites an
     endpoint file, so resizing one pool neither resubmits the proxy job nor touches the other
-    pool. If the proxy exits by itself, the job ends with its exit status."""
+    pool. Each start writes the checksum of the files it started with to ``ack`` (atomically):
+    apply waits for it before it cancels a replica it took out of a list, so the proxy never
+    routes to a cancelled replica. If the proxy exits by itself, the job ends with its exit
+    status."""
     return [
-        f"endpoints_sum() {{ cat {' '.join(files)} 2>/dev/null | cksum; }}",
+        f"endpoints_sum() {{ {{ cat {' '.join(files)} 2>/dev/null || true; }} | cksum; }}",
         "while true; do",
         "  seen=$(endpoints_sum)",
         f"  {proxy} &",
         "  proxy_pid=$!",
+        f'  printf \'%s\\n\' "$seen" > {ack}.tmp && mv -f {ack}.tmp {ack}',
         '  while kill -0 "$proxy_pid" 2>/dev/null && [ "$(endpoints_sum)" = "$seen" ]; do sleep 2; done',
         '  if ! kill -0 "$proxy_pid" 2>/dev/null; then wait "$proxy_pid"; exit $?; fi',
         '  echo "madinfra: endpoint lists changed; restarting the proxy" >&2',
@@ -130,35 +154,43 @@ NODE_IPS_HELPERS = (
     "ip_of() { a=$(getent ahostsv4 \"$1\" 2>/dev/null | awk 'NR==1{print $1}'); echo \"${a:-$1}\"; }; "
     "own() { scontrol show hostnames \"${SLURM_JOB_NODELIST}\" | while read -r n; do"
     " a=$(scontrol show node \"$n\" -o | sed -n 's/.* NodeAddr=\\([^ ]*\\).*/\\1/p'); echo \"${a:-$n}\"; done; }; "
-    "peers() { [ -s \"$1\" ] && sed -e 's#^[a-z]*://##' -e 's#:[0-9]*$##' \"$1\"; }; "
+    "peers() { [ -s \"$1\" ] || return 0; awk -v src=\"$1.source\" 'BEGIN { n = 0; m = 0; top = 0; while ((getline l < src) > 0)"
+    " if (l ~ /^replica\\.[0-9]+=/) { sub(/^replica\\./, \"\", l); sub(/=.*/, \"\", l); at_line[n++] = l + 0 } }"
+    " NF { h = $0; sub(/^[a-z]*:\\/\\//, \"\", h); sub(/:[0-9]*$/, \"\", h); i = (m < n) ? at_line[m] : m; m++; ip[i] = h;"
+    " if (i + 1 > top) top = i + 1 } END { for (i = 0; i < top; i++) print ip[i] }' \"$1\"; }; "
     "fit() { n=$1; [ \"$n\" -gt 0 ] 2>/dev/null || n=0; { cat; yes '' | head -n \"$n\"; } | head -n \"$n\"; }; "
+    "put_self() { a=$(own | head -n 1); awk -v i=\"$1\" -v a=\"$a\" 'NR == i + 1 { print a; next } { print }'; }; "
 )
 """Shell helpers of ``node_ips_expr``: resolve a host to its IPv4 address on the node (a numeric
 address resolves to itself; an unresolvable name is kept), list this allocation's NodeAddrs in
-SLURM_PROCID order, read a pool's endpoint file as hosts, pad or cut a list to a pool's size
-(a size that is not a positive number counts as 0: GNU ``head -n -K`` would read ``yes`` forever)."""
+SLURM_PROCID order, read a pool's endpoint file as hosts placed at their replica index (from the
+``replica.<i>=<job id>`` lines of its ``.source`` sidecar, in the file's line order; a replica the
+file does not list is an empty entry), pad or cut a list to a pool's size (a size that is not a
+positive number counts as 0: GNU ``head -n -K`` would read ``yes`` forever), and put this node's
+own address at a given index."""
 
 
 def node_ips_expr(role: str) -> str:
     """SGLANG_NODE_IPS for ``role`` on SLURM: every node of the stack in global rank order.
 
-    madengine runs the whole stack in one allocation and lists its IPs; here each pool is its
-    own job, so the list is assembled on the node when the task starts: this pool from its own
-    allocation, each other serving pool from the endpoint file apply writes once that pool runs
-    (apply rolls prefill, then decode, then the proxy, so a later pool's file may not exist yet
-    on a first apply), and the proxy, which starts last and has no file, as an empty entry
-    unless this is the proxy. Each pool is padded or cut to its size so every entry keeps its
-    rank's position; a list is a snapshot taken at start, like any environment.
+    madengine runs the whole stack in one allocation and lists its IPs; here each pool replica
+    is its own job, so the list is assembled on the node when the task starts: every serving
+    pool from the endpoint file apply writes (its healthy replicas, each at its replica index;
+    apply writes prefill's, then decode's, then starts the proxy, so a later pool's file may not
+    exist yet on a first apply), with this replica's own address put at its own index
+    (``MADINFRA_REPLICA_INDEX``: it is not in the file before it is healthy), and the proxy,
+    which has no file, as an empty entry unless this is the proxy. Each pool is padded or cut to
+    its size so every entry keeps its rank's position; a list is a snapshot taken at start, like
+    any environment (a replica started later, or moved by a rolling change, is not in it).
     """
     parts = []
     for pool in POOL_ORDER:
-        if pool == role:
-            source = "own"
-        elif pool == "proxy":
-            source = "true"  # the proxy starts last and writes no endpoint file
+        if pool == "proxy":
+            source = "own" if role == "proxy" else "true"  # the proxy writes no endpoint file
         else:
             source = f'peers "{endpoint_file(pool)}"'
-        parts.append(f'{source} | fit "{POOL_SIZES[pool]}"')
+        tail = f' | put_self "${{{REPLICA_INDEX_VAR}}}"' if pool == role and role != "proxy" else ""
+        parts.append(f'{source} | fit "{POOL_SIZES[pool]}"{tail}')
     pools = "; ".join(parts)
     resolve = 'while read -r h; do if [ -n "$h" ]; then ip_of "$h"; else echo; fi; done'
     return f"$({NODE_IPS_HELPERS}{{ {pools}; }} | {resolve} | paste -sd, -)"
@@ -193,10 +225,11 @@ def topology(ctx: LaunchContext) -> dict[str, str]:
 
 
 def _pool_rank(ctx: LaunchContext, role: str) -> str:
-    """Global rank: 0 for the proxy, else the pool's first rank (from the topology) + index."""
+    """Global rank: 0 for the proxy, else the pool's first rank (from the topology) + index: the
+    pod's ordinal on K8s, the replica's index on SLURM (a replica is one node)."""
     if role == "proxy":
         return "0"
-    index = "${HOSTNAME##*-}" if ctx.on_k8s else "${SLURM_PROCID}"
+    index = "${HOSTNAME##*-}" if ctx.on_k8s else f"${{{REPLICA_INDEX_VAR}}}"
     return f"$(( ${{{first_rank_var(role)}}} + {index} ))"
 
 
@@ -211,6 +244,10 @@ def _topology(ctx: LaunchContext, draft: RoleDraft) -> None:
         export_pod_ip(ctx, draft)
         return
     draft.set("SGLANG_DISAGG_MODE", "enabled")
+    if draft.role != "proxy":
+        # Each SLURM pool replica is its own one-node server (TP within the node), whatever
+        # the pool's size: its master is itself, so resizing a pool changes no replica's script.
+        draft.set("MASTER_ADDR", "localhost")
     draft.export("SGLANG_NODE_IPS", node_ips_expr(draft.role))
     draft.export("SGLANG_HOST_IP", ctx.self_ip())
 

@@ -114,7 +114,9 @@ def _restarts(change: Change) -> bool:
 
 
 def _hours(value: float) -> str:
-    return f"{value:,.1f}" if value % 1 else f"{int(value):,}"
+    if not value % 1:
+        return f"{int(value):,}"
+    return f"{value:.2f}" if value < 1 else f"{value:,.1f}"
 
 
 def _duration(seconds: float) -> str:

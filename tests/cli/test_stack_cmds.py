@@ -67,7 +67,8 @@ def test_render_slurm_writes_one_sbatch_script_per_pool(capsys, tmp_path):
     out_dir = tmp_path / "out"
     code, out, err = run_cli(capsys, "render", str(ROOT / "examples/slurm-configs/minimal/sglang-disagg-minimal.json"), "--out", str(out_dir))
     assert code == 0, err
-    assert sorted(p.name for p in out_dir.iterdir()) == ["decode.sbatch", "prefill.sbatch", "proxy.sbatch"]
+    # One script per pool replica on SLURM (this 3-node stack: one prefill and one decode replica).
+    assert sorted(p.name for p in out_dir.iterdir()) == ["decode-0.sbatch", "prefill-0.sbatch", "proxy.sbatch"]
     for script in out_dir.iterdir():
         assert script.read_text().startswith("#!/bin/bash")
         assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0

@@ -84,8 +84,9 @@ def test_slurm_env_contract(plan):
         assert dict(role.runtime_env)["SGLANG_NODE_IPS"] == node_ips_expr(role.role)
     proxy, prefill, decode = p.roles
     assert proxy.env["SGLANG_NODE_RANK"] == "0"
-    assert dict(prefill.runtime_env)["SGLANG_NODE_RANK"] == "$(( ${MADINFRA_FIRST_RANK_PREFILL} + ${SLURM_PROCID} ))"
-    assert dict(decode.runtime_env)["SGLANG_NODE_RANK"] == "$(( ${MADINFRA_FIRST_RANK_DECODE} + ${SLURM_PROCID} ))"
+    # One job per pool replica (one node): the replica's index, exported by the SLURM provider.
+    assert dict(prefill.runtime_env)["SGLANG_NODE_RANK"] == "$(( ${MADINFRA_FIRST_RANK_PREFILL} + ${MADINFRA_REPLICA_INDEX} ))"
+    assert dict(decode.runtime_env)["SGLANG_NODE_RANK"] == "$(( ${MADINFRA_FIRST_RANK_DECODE} + ${MADINFRA_REPLICA_INDEX} ))"
     assert topology["MADINFRA_FIRST_RANK_DECODE"] == "5"
     assert decode.command == f"{CD}\n{GUARD}\n{_server('decode', '${SGLANG_HOST_IP}')}"
 
@@ -101,6 +102,18 @@ def test_resizing_one_pool_leaves_the_other_pools_launch_unchanged(plan):
         assert before.role("decode").runtime_env == after.role("decode").runtime_env
         assert before.role("decode").command == after.role("decode").command
         assert before.topology_env != after.topology_env
+
+
+def test_a_slurm_pool_replica_does_not_depend_on_the_pool_size(plan):
+    """On SLURM each replica is its own one-node job: growing a pool from 1 to 3 replicas must
+    leave replica 0's environment and command as they were (only the new replicas start)."""
+    one = plan("slurm", "sglang-disagg", 3, 8, extra={"distributed": {"sglang_disagg": {"prefill_nodes": 1, "decode_nodes": 1}}})
+    three = plan("slurm", "sglang-disagg", 5, 8, extra={"distributed": {"sglang_disagg": {"prefill_nodes": 1, "decode_nodes": 3}}})
+    for pool in ("prefill", "decode"):
+        assert one.role(pool).env == three.role(pool).env
+        assert one.role(pool).runtime_env == three.role(pool).runtime_env
+        assert one.role(pool).command == three.role(pool).command
+    assert three.role("decode").env["MASTER_ADDR"] == "localhost"
 
 
 def test_changing_tensor_parallel_size_leaves_the_proxy_unchanged(plan):
@@ -198,15 +211,15 @@ def test_k8s_global_rank_of_a_decode_pod(plan, run_role):
 SHOW_IPS = 'printf "%s\\n" "$SGLANG_NODE_IPS" "$SGLANG_NODE_RANK" > "$ARGV_FILE"'
 
 
-def _node_ips(plan, run_role, tmp_path, role: str, procid: int, files: dict[str, str]) -> tuple[list[str], int]:
-    """SGLANG_NODE_IPS (split) and SGLANG_NODE_RANK as the role's task on node ``procid`` sees them,
-    with the pools' endpoint files as apply wrote them before the task started.
+def _node_ips(plan, run_role, tmp_path, role: str, replica: int, files: dict[str, str]) -> tuple[list[str], int]:
+    """SGLANG_NODE_IPS (split) and SGLANG_NODE_RANK as replica ``replica`` of ``role`` sees them,
+    with the pools' endpoint files (and ``.source`` sidecars) as apply wrote them before it started.
 
-    The stub allocation is node1 (NodeAddr 10.0.0.1) and node2 (10.0.0.2).
+    The stub's allocation lists node1 (NodeAddr 10.0.0.1) first: the replica's own address.
     """
     p = plan("slurm", "sglang-disagg", 6, 8, extra={"distributed": {"sglang_disagg": {"prefill_nodes": 2, "decode_nodes": 3}}})
     # What topology.env gives every task of this 6-node stack (1 proxy, 2 prefill, 3 decode).
-    env = {**p.topology_env, "SLURM_PROCID": str(procid), "SLURM_JOB_NODELIST": "node[1-2]"}
+    env = {**p.topology_env, "SLURM_PROCID": "0", "SLURM_JOB_NODELIST": "node1", "MADINFRA_REPLICA_INDEX": str(replica)}
     endpoints = tmp_path / "work" / "endpoints"  # run_role's MADINFRA_WORKDIR
     endpoints.mkdir(parents=True, exist_ok=True)
     for pool, text in files.items():
@@ -226,16 +239,74 @@ def test_slurm_proxy_sees_every_node_of_the_stack_as_ips_in_global_rank_order(pl
     assert rank == 0
 
 
-def test_slurm_pool_task_finds_itself_at_its_global_rank(plan, run_role, tmp_path):
-    files = {"prefill": "http://10.0.0.11:30000\nhttp://10.0.0.12:30000\n"}
+def test_slurm_replica_finds_itself_at_its_global_rank_and_peers_at_theirs(plan, run_role, tmp_path):
+    files = {
+        "prefill": "http://10.0.0.11:30000\nhttp://10.0.0.12:30000\n",
+        # decode-1 is being replaced: the file lists replicas 0 and 2 only (.source says which).
+        "decode": "http://10.0.0.21:30000\nhttp://10.0.0.23:30000\n",
+        "decode.source": "replica.0=101\nreplica.2=103\nreplica_jobs=sha256:x\n",
+    }
     ips, rank = _node_ips(plan, run_role, tmp_path, "decode", 1, files)
-    # proxy not started yet (empty), prefill from its endpoint file, decode from this allocation
-    # padded to the pool's 3 nodes; node2 (SLURM_PROCID 1) is global rank 1 + 2 + 1 = 4.
-    assert ips == ["", "10.0.0.11", "10.0.0.12", "10.0.0.1", "10.0.0.2", ""]
-    assert rank == 4 and ips[rank] == "10.0.0.2"
+    # proxy (no file: empty), prefill from its file, decode from its file with this replica's
+    # own address at index 1: global rank 1 + 2 + 1 = 4.
+    assert ips == ["", "10.0.0.11", "10.0.0.12", "10.0.0.21", "10.0.0.1", "10.0.0.23"]
+    assert rank == 4 and ips[rank] == "10.0.0.1"
+
+
+def test_slurm_replica_replaces_a_stale_own_entry_with_its_own_address(plan, run_role, tmp_path):
+    files = {"decode": "http://10.0.0.21:30000\nhttp://10.0.0.99:30000\n", "decode.source": "replica.0=101\nreplica.1=102\n"}
+    ips, rank = _node_ips(plan, run_role, tmp_path, "decode", 1, files)
+    assert ips[3:] == ["10.0.0.21", "10.0.0.1", ""] and rank == 4
 
 
 def test_slurm_first_pool_of_a_first_apply_keeps_every_position(plan, run_role, tmp_path):
     ips, rank = _node_ips(plan, run_role, tmp_path, "prefill", 0, {})
-    assert ips == ["", "10.0.0.1", "10.0.0.2", "", "", ""]
+    assert ips == ["", "10.0.0.1", "", "", "", ""]
     assert rank == 1 and ips[rank] == "10.0.0.1"
+
+
+def test_slurm_proxy_acknowledges_the_lists_it_runs_with(plan, tmp_path):
+    """Every mini_lb start writes the checksum of the endpoint files (and their .source
+    sidecars) it started with to endpoints/.proxy-seen, the same checksum apply computes."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from madinfra.launchers.sglang_disagg import watched_files
+
+    proxy = plan("slurm", "sglang-disagg", 4, 8, port=23456).role("proxy")
+    work = tmp_path / "work"
+    endpoints = work / "endpoints"
+    endpoints.mkdir(parents=True)
+    (endpoints / "prefill").write_text("http://a:30000\n")
+    (endpoints / "decode").write_text("http://b:30000\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text("#!/bin/bash\nexec sleep 60\n")
+    (bin_dir / "python3").chmod(0o755)
+    script = tmp_path / "proxy.sh"
+    script.write_text(proxy.command)
+
+    def checksum() -> str:
+        names = " ".join(watched_files())
+        return subprocess.run(f"{{ cat {names} 2>/dev/null || true; }} | cksum", shell=True, cwd=endpoints, capture_output=True, text=True).stdout.strip()
+
+    def wait_ack(expected: str) -> str:
+        deadline = time.monotonic() + 15
+        seen = ""
+        while time.monotonic() < deadline:
+            seen = (endpoints / ".proxy-seen").read_text().strip() if (endpoints / ".proxy-seen").exists() else ""
+            if seen == expected:
+                break
+            time.sleep(0.2)
+        return seen
+
+    proc = subprocess.Popen(["bash", str(script)], env={"PATH": f"{bin_dir}:/usr/bin:/bin", "MADINFRA_WORKDIR": str(work)}, start_new_session=True)
+    try:
+        assert wait_ack(checksum()) == checksum()
+        (endpoints / "decode.source").write_text("replica.0=7\n")
+        assert wait_ack(checksum()) == checksum(), "a new .source alone is a new list to acknowledge"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

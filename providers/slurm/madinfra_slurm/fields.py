@@ -26,8 +26,11 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("reservation", "%v"),
     ("mem", "%m"),
     ("workdir", "%Z"),
+    ("elapsed", "%M"),
     ("comment", "%k"),
 )
+LEGACY_FIELDS = tuple(field for field in FIELDS if field[0] != "elapsed")
+"""The fields of an older madinfra's end marker row (``|``-separated, no elapsed time)."""
 SEPARATOR = "\x1f"
 """ASCII unit separator between fields. ``|`` was used first, but it is legal inside a field
 (Slurm's OR constraint ``a|b``, a path, a comment) and shifted every field after it."""

@@ -40,7 +40,9 @@ checked to be a single printable word.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -78,6 +80,36 @@ without accounting). The comment records the ones madinfra asked for, with their
 live read reports only those, falls back to the recorded value where SLURM shows nothing, and an
 unset option never looks like drift."""
 
+
+
+REPLICA_INDEX_ENV = "MADINFRA_REPLICA_INDEX"
+"""Exported in a pool replica's script: its index in the pool (the launcher's ranks use it)."""
+_REPLICA_RE = re.compile(r"^(?P<pool>.+)-(?P<index>\d+)$")
+
+
+def replica_role(pool: str, index: int) -> str:
+    """``decode-2``: the job role of one pool replica (job ``madinfra.<stack>.decode-2``)."""
+    return f"{pool}-{index}"
+
+
+def split_replica(role: str) -> tuple[str, int | None]:
+    """``decode-2`` -> ``("decode", 2)``; a role without a replica suffix -> ``(role, None)``
+    (no launcher role name ends in ``-<digits>``)."""
+    match = _REPLICA_RE.match(role)
+    return (match["pool"], int(match["index"])) if match else (role, None)
+
+
+def replica_launch(role: RoleLaunch, index: int) -> RoleLaunch:
+    """Replica ``index`` of a serving pool: one node, its own job role, and its index exported
+    as ``MADINFRA_REPLICA_INDEX`` (the launcher's rank and SGLANG_NODE_IPS read it). Nothing in
+    it depends on the pool's size, so resizing a pool leaves the other replicas' scripts alone."""
+    return dataclasses.replace(
+        role,
+        role=replica_role(role.role, index),
+        nodes=1,
+        first_rank=role.first_rank + index,
+        env={**role.env, REPLICA_INDEX_ENV: str(index)},
+    )
 
 
 def script_file(role: str) -> str:
@@ -291,7 +323,7 @@ def job_env(spec: StackSpec, role: RoleLaunch) -> dict[str, str]:
         env.setdefault(SHARED_DATA_ENV, spec.shared_data)
     interface = spec.slurm.network_interface
     if interface is not None:
-        override = spec.roles.get(role.role)
+        override = spec.roles.get(split_replica(role.role)[0])
         pinned = set(override.env) if override is not None else set()
         computed = {name for name, _ in role.runtime_env} | set(role.unset_env)
         for name in NETWORK_ENV:

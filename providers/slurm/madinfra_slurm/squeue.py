@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from madinfra import naming
 from madinfra.resources import Resource
 from madinfra_slurm import scripts, units
-from madinfra_slurm.fields import FIELDS, FORMAT_SHELL, LEGACY_SEPARATOR, SEPARATOR
+from madinfra_slurm.fields import FIELDS, FORMAT_SHELL, LEGACY_FIELDS, LEGACY_SEPARATOR, SEPARATOR
 from madinfra_slurm.markers import EndMarker, directive_options
 
 
@@ -47,9 +47,12 @@ def squeue_command(job_ids: Iterable[str] = (), *, ended_too: bool = False) -> s
     return f"squeue -h -a --me{states}{selector} -o {FORMAT_SHELL}"
 
 
-SINFO_COMMAND = "sinfo -h -a -N -o '%P %N %G'"
-"""Every node of every partition (hidden ones too), one line each: partition (the default one
-marked ``*``), node name, GRES. Part of the live read's single round trip (``readout.py``)."""
+SINFO_COMMAND = "sinfo -h -a -N -O 'Partition:|,NodeList:|,Gres:|,GresUsed:|,StateLong:|,CPUsState:|'"
+"""Every node of every partition (hidden ones too), one line each, ``|``-separated: partition
+(the default one marked ``*``), node name, GRES, GRES in use, state, CPUs
+allocated/idle/other/total (Slurm 22.05's ``-O`` fields). Part of the live read's single round
+trip (``readout.py``): what a job can never fit (``fit_problem``) and how many surge replicas
+fit now (``capacity.py``)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class JobRow:
     mem: str
     workdir: str
     comment: str
+    elapsed: str = ""
+    """Time the job has run (``%M``: ``M:SS``, ``H:MM:SS`` or ``D-HH:MM:SS``)."""
 
     @property
     def active(self) -> bool:
@@ -98,16 +103,16 @@ def parse_squeue(text: str) -> list[JobRow]:
     end marker of an older madinfra, split on ``|`` with the comment last.
     """
     rows = []
-    count = len(FIELDS)
     for line in text.split("\n"):
         line = line.rstrip("\r")
         if not line.strip():
             continue
-        separator = SEPARATOR if SEPARATOR in line else LEGACY_SEPARATOR
+        separator, fields = (SEPARATOR, FIELDS) if SEPARATOR in line else (LEGACY_SEPARATOR, LEGACY_FIELDS)
+        count = len(fields)
         parts = line.split(separator, count - 1)
         if len(parts) != count:
             continue
-        values = {name: part.strip() if name != "comment" else part.rstrip("\r\n") for (name, _), part in zip(FIELDS, parts)}
+        values = {name: part.strip() if name != "comment" else part.rstrip("\r\n") for (name, _), part in zip(fields, parts)}
         values["state"] = values["state"].upper()
         rows.append(JobRow(**values))
     return rows
@@ -295,9 +300,11 @@ def finished_resource(marker: EndMarker, row: JobRow, role: str) -> Resource:
 
 
 def row_resource(row: JobRow, name: str, role: str) -> Resource:
-    """The live Resource of one job row."""
+    """The live Resource of one job row; ``role`` is the job's role as its name gives it, so a
+    pool replica's job (``decode-2``) is the resource with role ``decode`` and replica 2."""
     spec = live_spec(row)
     nodes = spec["nodes"] if isinstance(spec["nodes"], int) else 0
+    role, replica = scripts.split_replica(role)
     return Resource(
         kind=scripts.KIND,
         name=name,
@@ -305,6 +312,7 @@ def row_resource(row: JobRow, name: str, role: str) -> Resource:
         gpus=nodes * spec["gpus_per_node"],
         workload=True,
         role=role,
+        replica=replica,
         provider_id=row.job_id,
         status=status_of(row),
     )
@@ -318,6 +326,9 @@ def status_of(row: JobRow) -> dict[str, Any]:
     workdir = _value(row.workdir)
     if workdir:
         status["workdir"] = workdir
+    elapsed = units.elapsed_seconds(row.elapsed) if row.running else None
+    if elapsed is not None:
+        status["elapsed_seconds"] = elapsed
     return status
 
 
@@ -388,13 +399,24 @@ def node_addresses(text: str) -> dict[str, str]:
     return addresses
 
 
+@dataclass(frozen=True)
+class NodeUse:
+    """What one node has free now, as ``sinfo`` says: GPUs, idle CPUs and its state."""
+
+    gpus_free: int
+    cpus_idle: int
+    state: str
+
+
 @dataclass
 class Partition:
-    """A partition's nodes with the GPUs each has, as ``sinfo`` lists them."""
+    """A partition's nodes with the GPUs each has, as ``sinfo`` lists them, and (from the
+    ``-O`` form) what each has free now."""
 
     name: str
     default: bool = False
     node_gpus: dict[str, int] = field(default_factory=dict)
+    node_use: dict[str, NodeUse] = field(default_factory=dict)
 
     @property
     def gres_known(self) -> bool:
@@ -404,19 +426,38 @@ class Partition:
 
 
 def parse_sinfo(text: str) -> dict[str, Partition]:
-    """Partitions from ``SINFO_COMMAND`` output; malformed lines are skipped."""
+    """Partitions from ``SINFO_COMMAND`` output (or the older ``%P %N %G`` form, which says
+    nothing of what is free); malformed lines are skipped."""
     partitions: dict[str, Partition] = {}
     for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 3:
+        use = None
+        if "|" in line:
+            parts = [part.strip() for part in line.split("|")]
+            if len(parts) < 6:
+                continue
+            name, node, gres, used, state, cpus = parts[:6]
+            use = NodeUse(max(0, units.gpus_from_gres(gres) - units.gpus_from_gres(used)), _idle_cpus(cpus), state.lower())
+        else:
+            parts = line.split()
+            if len(parts) != 3:
+                continue
+            name, node, gres = parts
+        if not name or not node:
             continue
-        name, node, gres = parts
         default = name.endswith("*")
         name = name.rstrip("*")
         partition = partitions.setdefault(name, Partition(name))
         partition.default = partition.default or default
         partition.node_gpus[node] = max(partition.node_gpus.get(node, 0), units.gpus_from_gres(gres))
+        if use is not None:
+            partition.node_use[node] = use
     return partitions
+
+
+def _idle_cpus(text: str) -> int:
+    """Idle CPUs from sinfo's ``CPUsState`` (allocated/idle/other/total); 0 when unreadable."""
+    parts = text.split("/")
+    return int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else 0
 
 
 def fit_problem(rid: str, spec: dict[str, Any], partitions: dict[str, Partition]) -> str | None:

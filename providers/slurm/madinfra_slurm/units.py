@@ -37,6 +37,18 @@ def time_minutes(value: str) -> int | None:
     raise ValueError(f"'{value}' is not a SLURM time limit")
 
 
+def elapsed_seconds(value: str) -> int | None:
+    """Seconds of ``squeue``'s elapsed time (``%M``: ``0:05``, ``1:02:03``, ``2-01:02:03``);
+    ``None`` when it says nothing usable."""
+    text = (value or "").strip()
+    for pattern, _ in _TIME_FORMS[1:]:
+        match = pattern.match(text)
+        if match:
+            parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+            return parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0)
+    return None
+
+
 def format_minutes(minutes: int | None) -> str:
     """``squeue``'s own spelling: ``HH:MM:SS``, or ``D-HH:MM:SS`` from one day on."""
     if minutes is None:

@@ -48,8 +48,9 @@ def row_text(resource: Resource, job_id: str, state: str = "RUNNING") -> str:
     values = {
         "job_id": job_id, "name": spec["name"], "state": state, "time": spec["time"], "nodes": str(spec["nodes"]),
         "nodelist": "node1" if state == "RUNNING" else "", "partition": spec["partition"], "tres_per_node": f"gres:gpu:{spec['gpus_per_node']}",
-        "reason": "None", "oversubscribe": "OK", "qos": "(null)", "account": "(null)", "constraint": "(null)", "req_nodes": "",
-        "exc_nodes": "", "reservation": "(null)", "mem": "0", "workdir": "/home/u/.madinfra/demo", "comment": spec["submit"]["comment"],
+        "reason": "None", "oversubscribe": "NO" if spec.get("exclusive") else "OK", "qos": "(null)", "account": "(null)", "constraint": "(null)", "req_nodes": "",
+        "exc_nodes": "", "reservation": "(null)", "mem": "0", "workdir": "/home/u/.madinfra/demo", "elapsed": "1:05" if state == "RUNNING" else "0:00",
+        "comment": spec["submit"]["comment"],
     }
     return squeue.SEPARATOR.join(values[name] for name, _ in squeue.FIELDS) + "\n"
 

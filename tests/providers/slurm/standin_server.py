@@ -7,7 +7,8 @@ end-to-end tests (SGLang cannot run here). Standard library only: it runs on the
   cannot share a fixed port) and writes the port it got to
   ``DIR/<SLURM_JOB_ID>.<SLURM_PROCID>.port``, which the stack's health check command reads.
 - ``GET /health``: 200 once ``--ready-after`` seconds have passed (503 before, like a server
-  still loading its model).
+  still loading its model); never 200 when ``STANDIN_FAIL_HEALTH=1`` is in the environment (a
+  new version that never becomes healthy, for rollback tests).
 - ``GET /info``: the role and the topology this process saw (pool sizes and its rank), JSON.
 - ``GET /endpoints`` (with ``--endpoints``): ``{"prefill": [...], "decode": [...]}`` read from
   the endpoint files on every request, as the real proxy's supervisor does.
@@ -33,6 +34,10 @@ TOPOLOGY_KEYS = (
     "NODE_RANK",
     "SLURM_JOB_ID",
     "SLURM_PROCID",
+    "MADINFRA_REPLICA_INDEX",
+    "SGLANG_NODE_RANK",
+    "SGLANG_NODE_IPS",
+    "STANDIN_VERSION",
 )
 
 
@@ -51,7 +56,7 @@ def make_handler(role: str, ready_at: float, endpoints: Path | None) -> type[Bas
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
             if self.path == "/health":
-                ready = time.monotonic() >= ready_at
+                ready = time.monotonic() >= ready_at and os.environ.get("STANDIN_FAIL_HEALTH") != "1"
                 self.reply(200 if ready else 503, {"status": "ok" if ready else "loading", "role": role})
             elif self.path == "/info":
                 self.reply(200, {"role": role, **{key: os.environ.get(key) for key in TOPOLOGY_KEYS}})
@@ -76,6 +81,15 @@ def make_handler(role: str, ready_at: float, endpoints: Path | None) -> type[Bas
     return Handler
 
 
+def publish_port(port_dir: Path, port: int) -> None:
+    """Write the bound port to ``DIR/<SLURM_JOB_ID>.<SLURM_PROCID>.port`` (atomically)."""
+    port_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{os.environ.get('SLURM_JOB_ID', 'local')}.{os.environ.get('SLURM_PROCID', '0')}.port"
+    temp = port_dir / f".{name}.tmp"
+    temp.write_text(f"{port}\n")
+    temp.replace(port_dir / name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", required=True)
@@ -86,11 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     handler = make_handler(args.role, time.monotonic() + args.ready_after, args.endpoints)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
-    args.port_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{os.environ.get('SLURM_JOB_ID', 'local')}.{os.environ.get('SLURM_PROCID', '0')}.port"
-    temp = args.port_dir / f".{name}.tmp"
-    temp.write_text(f"{server.server_address[1]}\n")
-    temp.replace(args.port_dir / name)
+    publish_port(args.port_dir, server.server_address[1])
     server.serve_forever()
 
 

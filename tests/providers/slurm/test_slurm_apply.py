@@ -160,54 +160,12 @@ def test_a_whole_apply_uses_one_ssh_connection(sandbox, new_sandbox_stack, slurm
 
 def disagg_resources(slurm_stack) -> dict[str, Resource]:
     spec = slurm_stack(
-        slurm={"partition": "debug", "nodes": 3, "gpus_per_node": 1, "time": "10", "exclusive": False},
+        slurm={"partition": "debug", "nodes": 3, "gpus_per_node": 1, "time": "10", "exclusive": True},
         distributed={"launcher": "sglang-disagg", "nnodes": 3, "nproc_per_node": 1},
         env_vars={"MODEL_PATH": "/m"},
         service={"health_check": {"http_path": None}},
     )
     return {r.id: r for r in SlurmProvider().desired(spec, compile_launch(spec))}
-
-
-def test_a_replaced_pool_keeps_its_endpoint_file_until_its_endpoint_resource_rewrites_it(slurm_stack) -> None:
-    resources = disagg_resources(slurm_stack)
-    prefill, endpoints = resources["slurm/Job/prefill"], resources["slurm/File/endpoints/prefill"]
-    live = squeue.to_resources(squeue.parse_squeue(row_text(prefill, "40")), "demo")[0]
-    cancelled: set[str] = set()
-
-    def handler(command: str, idempotent: bool) -> CommandResult:
-        if command.startswith("scancel"):
-            cancelled.add(command.split()[1])
-            return ok()
-        if "sbatch" in command:
-            return ok("41\n")
-        if command.startswith("squeue"):
-            if "--jobs=" in command:
-                job = command.split("--jobs=")[1].split()[0]
-                return ok("" if job in cancelled else row_text(prefill, job))
-            return ok(row_text(prefill, "41"))
-        if command.startswith("scontrol show node"):
-            return ok("NodeName=node1 NodeAddr=10.0.0.9 State=ALLOCATED\n")
-        return ok()
-
-    provider, conn = provider_with(handler)
-    stale = Resource("slurm/File", "endpoints/prefill", {"port": 30000, "nodes": 1}, status={"path": "/home/u/.madinfra/demo/endpoints/prefill"})
-    changes = [Change("replace", prefill.id, prefill, live), Change("update", endpoints.id, endpoints, stale)]
-    assert apply_changes(provider, changes) == [("replace", "41", None), ("update", None, None)]
-    removals = [c for c in conn.commands if c.startswith("rm -f")]
-    assert removals == ["rm -f /home/u/.madinfra/demo/prefill.secrets.env /home/u/.madinfra/demo/status/prefill.*"]
-    assert conn.files[".madinfra/demo/endpoints/prefill"] == ("http://10.0.0.9:30000\n", 0o644)
-    source = f"job=41\npool_job={endpoints.spec['pool_job']}\n"
-    assert conn.files[".madinfra/demo/endpoints/prefill.source"] == (source, 0o644)
-
-
-def test_an_endpoint_file_waits_for_a_running_pool(slurm_stack) -> None:
-    resources = disagg_resources(slurm_stack)
-    decode, endpoints = resources["slurm/Job/decode"], resources["slurm/File/endpoints/decode"]
-    provider, conn = provider_with(lambda command, _: ok(row_text(decode, "50", state="PENDING")) if command.startswith("squeue") else ok())
-    ((_, _, error),) = apply_changes(provider, [Change("create", endpoints.id, endpoints, None)])
-    assert isinstance(error, ProviderError)
-    assert "the decode pool is not running (job 50 is PENDING); its endpoint file is written once it runs" in str(error)
-    assert not any(path.endswith("endpoints/decode") for path in conn.files)
 
 
 def test_files_are_written_in_place_and_removed_where_the_live_read_found_them(slurm_stack) -> None:

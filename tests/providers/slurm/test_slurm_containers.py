@@ -247,15 +247,21 @@ def test_results_dir_and_secrets_reach_the_container(tmp_path: Path, monkeypatch
 
 
 def test_docker_env_vars_never_beat_the_launcher_or_the_role_override() -> None:
+    # A value the launcher sets itself (RANK, MAD_LAUNCHER_TYPE) would never reach the workload:
+    # compile refuses it, naming the field (madinfra.launchers.contracts).
+    refused = base_stack("torchrun", "apptainer", docker_env_vars={"RANK": "99", "MAD_LAUNCHER_TYPE": "mine"})
+    with pytest.raises(ConfigError) as caught:
+        compile_launch(resolve(refused, source="test"))
+    assert "docker_env_vars.RANK" in str(caught.value) and "docker_env_vars.MAD_LAUNCHER_TYPE" in str(caught.value)
     stack = base_stack(
         "torchrun",
         "apptainer",
-        docker_env_vars={"RANK": "99", "MAD_LAUNCHER_TYPE": "mine", "PINNED": "docker", "OWN": "yes"},
+        docker_env_vars={"PINNED": "docker", "OWN": "yes"},
         roles={"worker": {"env": {"PINNED": "role"}}},
     )
     spec = resolve(stack, source="test")
     role = compile_launch(spec).role("worker")
-    assert "RANK" not in role.env and "RANK" in dict(role.runtime_env), "computed on the node, not taken from docker_env_vars"
+    assert "RANK" not in role.env and "RANK" in dict(role.runtime_env), "computed on the node"
     assert role.env["MAD_LAUNCHER_TYPE"] == "torchrun" and role.env["PINNED"] == "role"
     assert (role.env["OWN"], role.env["FROM_DOCKER"], role.env["SHARED"]) == ("yes", "it's $(docker)", "from docker_env_vars")
 

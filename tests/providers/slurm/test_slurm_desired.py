@@ -1,4 +1,4 @@
-"""``SlurmProvider.desired`` and ``render_files``: one job per role pool, what apply will need in
+"""``SlurmProvider.desired`` and ``render_files``: one job per role (one per replica of a serving pool), what apply will need in
 ``spec["submit"]``, uploaded files and secrets by digest only. No cluster involved."""
 
 from __future__ import annotations
@@ -52,40 +52,49 @@ def by_id(resources) -> dict:
     return {r.id: r for r in resources}
 
 
-def test_disaggregated_sglang_is_three_jobs_a_topology_and_two_endpoint_files(slurm_stack) -> None:
+def test_disaggregated_sglang_is_one_job_per_replica_a_topology_and_two_endpoint_files(slurm_stack) -> None:
     resources = desired(disagg(slurm_stack))
     assert [r.id for r in resources] == [
         "slurm/File/topology.env",
-        "slurm/Job/prefill",
+        "slurm/Job/prefill-0",
+        "slurm/Job/prefill-1",
         "slurm/File/endpoints/prefill",
-        "slurm/Job/decode",
+        "slurm/Job/decode-0",
+        "slurm/Job/decode-1",
         "slurm/File/endpoints/decode",
         "slurm/Job/proxy",
     ]
-    topology, prefill, prefill_ep, decode, decode_ep, proxy = resources
-    assert (proxy.spec["nodes"], prefill.spec["nodes"], decode.spec["nodes"]) == (1, 2, 2)
-    assert (proxy.gpus, prefill.gpus, decode.gpus, topology.gpus, decode_ep.gpus) == (0, 4, 4, 0, 0)
-    assert not topology.workload and not decode_ep.workload
+    topology, prefill0, prefill1, prefill_ep, decode0, decode1, decode_ep, proxy = resources
+    assert [(r.role, r.replica, r.spec["nodes"], r.gpus) for r in (prefill0, prefill1, decode0, decode1, proxy)] == [
+        ("prefill", 0, 1, 2), ("prefill", 1, 1, 2), ("decode", 0, 1, 2), ("decode", 1, 1, 2), ("proxy", None, 1, 0),
+    ]
+    assert (topology.gpus, decode_ep.gpus) == (0, 0) and not topology.workload and not decode_ep.workload
     assert proxy.spec["submit"]["ready"] == {"service": True, "timeout": 90, "command": None, "http_path": "/health", "port": 8080, "all_nodes": False}
-    assert decode.spec["submit"]["ready"]["all_nodes"] is True
+    assert decode1.spec["submit"]["ready"]["all_nodes"] is True
+    assert decode1.spec["name"] == "madinfra.demo.decode-1" and decode1.spec["submit"]["script_file"] == "decode-1.sbatch"
+    assert "export MADINFRA_REPLICA_INDEX=1" in decode1.spec["submit"]["script"]
     assert "#SBATCH --gres" not in proxy.spec["submit"]["script"]
-    assert decode_ep.spec["port"] == 30000 and decode_ep.spec["nodes"] == 2
-    assert decode_ep.spec["pool_job"] == stackfiles.pool_job_digest(decode.spec)
-    assert decode_ep.spec["submit"]["job_name"] == "madinfra.demo.decode"
+    assert decode_ep.spec["port"] == 30000 and decode_ep.spec["replicas"] == 2
+    assert decode_ep.spec["replica_jobs"] == stackfiles.replica_jobs_digest([decode0, decode1])
+    assert decode_ep.spec["submit"]["job_names"] == ["madinfra.demo.decode-0", "madinfra.demo.decode-1"]
+    assert decode_ep.spec["submit"]["proxy_ack"] is True, "the generated proxy acknowledges endpoint lists"
+    own = desired(disagg(slurm_stack, roles={"proxy": {"command": "my-router"}}))
+    assert by_id(own)["slurm/File/endpoints/decode"].spec["submit"]["proxy_ack"] is False, "a proxy of the user's own does not"
 
 
-def test_pools_roll_one_at_a_time_prefill_then_decode_then_the_proxy(slurm_stack) -> None:
+def test_pools_come_prefill_then_decode_then_the_proxy(slurm_stack) -> None:
     resources = by_id(desired(disagg(slurm_stack)))
     deps = {rid: set(r.depends_on) for rid, r in resources.items()}
     assert deps["slurm/File/topology.env"] == set()
-    assert deps["slurm/Job/prefill"] == {"slurm/File/topology.env"}
-    assert deps["slurm/File/endpoints/prefill"] == {"slurm/Job/prefill"}
-    assert deps["slurm/Job/decode"] == {"slurm/Job/prefill", "slurm/File/endpoints/prefill", "slurm/File/topology.env"}
-    assert deps["slurm/File/endpoints/decode"] == {"slurm/Job/decode"}
-    assert deps["slurm/Job/proxy"] == set(resources) - {"slurm/Job/proxy"}
-    # Whatever order the changes come in, apply replaces them in this order (server flags change).
-    replaces = [Change("replace", rid, r, r) for rid, r in reversed(resources.items()) if r.kind == "slurm/Job"]
-    assert [c.resource_id for c in order_changes(replaces)] == ["slurm/Job/prefill", "slurm/Job/decode", "slurm/Job/proxy"]
+    assert deps["slurm/Job/prefill-1"] == {"slurm/File/topology.env"}, "a replica does not wait for its siblings"
+    assert deps["slurm/File/endpoints/prefill"] == {"slurm/Job/prefill-0", "slurm/Job/prefill-1"}
+    assert deps["slurm/Job/decode-0"] == {"slurm/File/topology.env", "slurm/File/endpoints/prefill"}
+    assert deps["slurm/File/endpoints/decode"] == {"slurm/Job/decode-0", "slurm/Job/decode-1"}
+    assert deps["slurm/Job/proxy"] == {"slurm/File/topology.env", "slurm/File/endpoints/prefill", "slurm/File/endpoints/decode"}
+    # Whatever order a plan lists them in (server flags change: every job and file changes).
+    changes = [Change("replace" if r.kind == "slurm/Job" else "update", rid, r, r) for rid, r in reversed(resources.items())]
+    ordered = [c.resource_id for c in order_changes(changes)]
+    assert ordered.index("slurm/Job/prefill-1") < ordered.index("slurm/Job/decode-0") < ordered.index("slurm/Job/proxy")
 
 
 def test_the_topology_is_a_file_every_task_sources_not_part_of_any_script(slurm_stack) -> None:
@@ -95,11 +104,13 @@ def test_the_topology_is_a_file_every_task_sources_not_part_of_any_script(slurm_
     topology = resources["slurm/File/topology.env"]
     assert topology.spec["variables"] == launch.topology_env and topology.spec["variables"]["SGLANG_DISAGG_DECODE_NODES"] == "2"
     assert scripts.parse_topology(topology.spec["submit"]["text"]) == launch.topology_env
-    for role in ("proxy", "prefill", "decode"):
+    for role in ("proxy", "prefill-0", "decode-1"):
         script = resources[f"slurm/Job/{role}"].spec["submit"]["script"]
         assert "SGLANG_DISAGG_DECODE_NODES" not in script and "MADINFRA_FIRST_RANK_DECODE=" not in script
         assert "bash -c '. \"$MADINFRA_WORKDIR\"/topology.env || {" in script, "the topology comes first in every task"
-    assert set(SlurmProvider().render_files(list(resources.values()))) == {"proxy.sbatch", "prefill.sbatch", "decode.sbatch"}
+    assert set(SlurmProvider().render_files(list(resources.values()))) == {
+        "proxy.sbatch", "prefill-0.sbatch", "prefill-1.sbatch", "decode-0.sbatch", "decode-1.sbatch",
+    }
 
 
 def job_specs(resources) -> dict:
@@ -110,21 +121,20 @@ def job_specs(resources) -> dict:
     ("before", "after", "resized"),
     [((5, 1, 3), (4, 1, 2), "decode"), ((4, 1, 2), (5, 2, 2), "prefill"), ((5, 2, 2), (4, 2, 1), "decode"), ((6, 2, 3), (7, 3, 3), "prefill")],
 )
-def test_resizing_one_pool_changes_only_that_pool_its_endpoints_and_the_topology(slurm_stack, before, after, resized) -> None:
+def test_resizing_one_pool_adds_or_removes_only_its_highest_replicas(slurm_stack, before, after, resized) -> None:
     old = by_id(desired(disagg(slurm_stack, *before)))
     new = by_id(desired(disagg(slurm_stack, *after)))
     old_jobs, new_jobs = job_specs(old.values()), job_specs(new.values())
-    for role in ("proxy", "prefill", "decode"):
-        if role == resized:
-            assert new_jobs[role]["nodes"] != old_jobs[role]["nodes"]
-            if min(new_jobs[role]["nodes"], old_jobs[role]["nodes"]) > 1:
-                # (a one-node pool uses MASTER_ADDR=localhost, so 1 <-> N changes its script too)
-                assert new_jobs[role]["script_sha256"] == old_jobs[role]["script_sha256"], "a pool's own size is not in its script"
-        else:
-            assert new_jobs[role] == old_jobs[role], f"{role} must not change when {resized} is resized"
+    kept = set(old_jobs) & set(new_jobs)
+    for name in kept:
+        assert new_jobs[name] == old_jobs[name], f"{name} must not change when {resized} is resized"
+    size = {"prefill": 1, "decode": 2}[resized]
+    changed = (set(old_jobs) ^ set(new_jobs))
+    top = max(before[size], after[size])
+    assert changed == {f"{resized}-{i}" for i in range(min(before[size], after[size]), top)}
     other = "prefill" if resized == "decode" else "decode"
     assert new[f"slurm/File/endpoints/{other}"].spec == old[f"slurm/File/endpoints/{other}"].spec
-    assert new[f"slurm/File/endpoints/{resized}"].spec["nodes"] == after[1 if resized == "prefill" else 2]
+    assert new[f"slurm/File/endpoints/{resized}"].spec["replicas"] == after[size]
     assert new["slurm/File/topology.env"].spec["variables"] != old["slurm/File/topology.env"].spec["variables"]
 
 

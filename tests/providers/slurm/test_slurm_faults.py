@@ -5,9 +5,9 @@ cluster, ``squeue`` never shows two jobs for one role, and a second apply conver
 cluster: which failures are retried with backoff and which are not, with a stand-in for the Fabric
 connection under the real ``SlurmConnection`` and ``SlurmProvider``.
 
-The stack is disaggregated SGLang with ``sleep`` for every command (proxy, prefill, decode: three
-jobs applied one after another, with the topology and endpoint files between them) and a health
-check that always passes, so a whole apply takes a few seconds.
+The stack is disaggregated SGLang with ``sleep`` for every command (proxy, one prefill and one
+decode replica: three jobs applied one after another, with the topology and endpoint files
+between them) and a health check that always passes, so a whole apply takes a few seconds.
 
 Faults are real: the sshd process serving madinfra's own connection is killed (found by the
 connection's client port), slurmctld is stopped by its recorded PID, madinfra gets SIGKILL. Only
@@ -44,12 +44,14 @@ import pytest
 
 from tests_support import ROOT
 
-ROLES = ("prefill", "decode", "proxy")
+P, D = "prefill-0", "decode-0"
+"""The job roles of the pools' one replica each (one job per pool replica)."""
+ROLES = (P, D, "proxy")
 ALL = {
     "slurm/File/topology.env",
-    "slurm/Job/prefill",
+    f"slurm/Job/{P}",
     "slurm/File/endpoints/prefill",
-    "slurm/Job/decode",
+    f"slurm/Job/{D}",
     "slurm/File/endpoints/decode",
     "slurm/Job/proxy",
 }
@@ -62,7 +64,7 @@ def disagg() -> dict[str, Any]:
         "distributed": {"launcher": "sglang-disagg", "nnodes": 3, "nproc_per_node": 1, "sglang_disagg": {"prefill_nodes": 1, "decode_nodes": 1}},
         "env_vars": {"MODEL_PATH": "/models/none"},
         "service": {"port": 30555, "health_check": {"http_path": None, "command": "true"}},
-        "roles": {role: {"command": "sleep 600"} for role in ROLES},
+        "roles": {role: {"command": "sleep 600"} for role in ("prefill", "decode", "proxy")},
     }
 
 
@@ -323,7 +325,7 @@ def test_a_dropped_ssh_connection_mid_apply_loses_nothing_and_submits_nothing_tw
             pid = session(self)
 
             def drop_once_queued() -> None:
-                wait_for(lambda: "prefill" in jobs_by_role(stack), 20, "prefill to be queued")
+                wait_for(lambda: P in jobs_by_role(stack), 20, "prefill to be queued")
                 os.kill(pid, signal.SIGKILL)
                 killed.append(("during prefill's sbatch", pid))
 
@@ -362,8 +364,8 @@ def test_a_dropped_ssh_connection_mid_apply_loses_nothing_and_submits_nothing_tw
     assert [when for when, _ in killed] == ["during prefill's sbatch", "before decode's sbatch", "before proxy's upload"]
     assert code == 0, f"the apply must ride out every drop:\n{out}\n{err}"
     assert "Apply complete! Resources: 6 added" in out
-    assert "slurm/Job/prefill: sbatch's answer was lost" in out, "prefill's job was adopted, not submitted again"
-    assert "slurm/Job/decode: sbatch failed" in out and "no job was queued; submitting it again" in out, out
+    assert f"slurm/Job/{P}: sbatch's answer was lost" in out, "prefill's job was adopted, not submitted again"
+    assert f"slurm/Job/{D}: sbatch failed" in out and "no job was queued; submitting it again" in out, out
     assert_converged(stack)
     again = stack.cli("apply", str(stack.path), "--yes")
     assert "No changes" in again.stdout and "0 added" in again.stdout
@@ -377,9 +379,9 @@ def test_a_dropped_ssh_connection_mid_apply_loses_nothing_and_submits_nothing_tw
 def test_a_stopped_controller_mid_apply_fails_clearly_and_apply_converges_once_it_is_back(
     sandbox_stack, controller: Controller, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """slurmctld stops between two changes (after prefill and its endpoint file, before decode's
-    sbatch): decode fails in one sentence naming it and the controller, and sbatch is not tried
-    again while squeue cannot say whether the job was queued."""
+    """slurmctld stops between two changes (after prefill and its endpoint file, right before
+    decode's sbatch): decode fails in one sentence naming it and the controller, and sbatch is
+    not tried again while squeue cannot say whether the job was queued."""
     import functools
 
     from madinfra_slurm import provider as slurm_provider
@@ -390,15 +392,14 @@ def test_a_stopped_controller_mid_apply_fails_clearly_and_apply_converges_once_i
     # Two tries per command instead of four: each try against a stopped slurmctld takes SLURM's
     # own ~9 s to fail.
     monkeypatch.setattr(slurm_provider, "SlurmConnection", functools.partial(SlurmConnection, attempts=2, backoff=0.2))
-    real_create = slurm_provider.SlurmProvider._create
+    real_submit = slurm_provider.SlurmProvider._submit
 
-    def create(self, resource):
-        live = real_create(self, resource)
-        if resource.id == "slurm/File/endpoints/prefill":
+    def submit(self, resource):
+        if resource.name == D:
             controller.stop()
-        return live
+        return real_submit(self, resource)
 
-    monkeypatch.setattr(slurm_provider.SlurmProvider, "_create", create)
+    monkeypatch.setattr(slurm_provider.SlurmProvider, "_submit", submit)
     real_run = SlurmConnection.run
     submits: list[str] = []
 
@@ -416,19 +417,19 @@ def test_a_stopped_controller_mid_apply_fails_clearly_and_apply_converges_once_i
     assert code == 1, out + err
     message = err.strip().splitlines()[-1]
     assert message.startswith("Error: Apply incomplete: 1 change(s) failed and 2 were skipped")
-    assert re.search(r"slurm/Job/decode: Submitting slurm/Job/decode failed \(the Slurm controller on \S+ is not responding", message), message
+    assert re.search(rf"slurm/Job/{D}: Submitting slurm/Job/{D} failed \(the Slurm controller on \S+ is not responding", message), message
     assert "squeue cannot tell whether the job was queued for the same reason" in message and "scontrol ping" in message
     assert "Traceback" not in out + err
-    assert submits == ["prefill.sbatch", "decode.sbatch"], "sbatch is not tried again while squeue cannot tell whether it queued the job"
+    assert submits == [f"{P}.sbatch", f"{D}.sbatch"], "sbatch is not tried again while squeue cannot tell whether it queued the job"
 
     state = recorded(stack)
-    prefill = one_job_per_role(stack, ("prefill",))["prefill"]
-    assert set(state) == {"slurm/File/topology.env", "slurm/Job/prefill", "slurm/File/endpoints/prefill"}, "state records what was done"
-    assert state["slurm/Job/prefill"] == prefill
-    assert plan_actions(stack) == {"slurm/Job/decode": "create", "slurm/File/endpoints/decode": "create", "slurm/Job/proxy": "create"}
+    prefill = one_job_per_role(stack, (P,))[P]
+    assert set(state) == {"slurm/File/topology.env", f"slurm/Job/{P}", "slurm/File/endpoints/prefill"}, "state records what was done"
+    assert state[f"slurm/Job/{P}"] == prefill
+    assert plan_actions(stack) == {f"slurm/Job/{D}": "create", "slurm/File/endpoints/decode": "create", "slurm/Job/proxy": "create"}
 
     stack.cli("apply", str(stack.path), "--yes")
-    assert_converged(stack, {"prefill": prefill})
+    assert_converged(stack, {P: prefill})
 
 
 # -- 3. madinfra is killed -------------------------------------------------------------------
@@ -447,25 +448,25 @@ def test_madinfra_killed_after_a_submit_leaves_a_plan_that_finds_the_job_and_a_l
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: "prefill" in jobs_by_role(stack), 60, "the first job to be queued", interval=0.05)
+        wait_for(lambda: P in jobs_by_role(stack), 60, "the first job to be queued", interval=0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    prefill = one_job_per_role(stack, ("prefill",))["prefill"]
+    prefill = one_job_per_role(stack, (P,))[P]
 
     assert lock_holder(stack) == proc.pid, "the killed apply left its lock behind"
     state = recorded(stack)  # readable: the kill never leaves half a state file
-    assert state.get("slurm/Job/prefill") in (None, prefill), "state may lag behind the cluster, never disagree with it"
+    assert state.get(f"slurm/Job/{P}") in (None, prefill), "state may lag behind the cluster, never disagree with it"
 
     actions = plan_actions(stack)
-    assert "slurm/Job/prefill" not in actions, f"the queued prefill job is found by name, not submitted again: {actions}"
-    assert {actions.get("slurm/Job/decode"), actions.get("slurm/Job/proxy")} == {"create"}
+    assert f"slurm/Job/{P}" not in actions, f"the queued prefill job is found by name, not submitted again: {actions}"
+    assert {actions.get(f"slurm/Job/{D}"), actions.get("slurm/Job/proxy")} == {"create"}
     assert set(actions.values()) == {"create"}
 
     applied = stack.cli("apply", str(stack.path), "--yes")
     assert f"Removed a stale lock of stack '{stack.name}' left by pid {proc.pid} on host {socket.gethostname()}" in applied.stderr
     assert not lock_path(stack).exists()
-    assert_converged(stack, {"prefill": prefill})
+    assert_converged(stack, {P: prefill})
 
 
 # -- 4. two applies at once ------------------------------------------------------------------

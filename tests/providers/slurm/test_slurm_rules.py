@@ -26,7 +26,7 @@ def live_from(resource: Resource, *, state: str = "RUNNING", job_id: str = "77",
         "oversubscribe": "NO" if spec.get("exclusive") else "OK", "qos": spec.get("qos") or "normal",
         "account": spec.get("account") or "root", "constraint": spec.get("constraint") or "(null)",
         "req_nodes": spec.get("nodelist") or "", "exc_nodes": spec.get("exclude") or "", "reservation": spec.get("reservation") or "(null)",
-        "mem": spec.get("mem") or "0", "workdir": "/home/u/.madinfra/demo", "comment": spec["submit"]["comment"],
+        "mem": spec.get("mem") or "0", "workdir": "/home/u/.madinfra/demo", "elapsed": "0:10", "comment": spec["submit"]["comment"],
     }
     fields.update(row_overrides)
     text = squeue.SEPARATOR.join(fields[name] for name, _ in squeue.FIELDS)

@@ -80,14 +80,22 @@ def test_every_launcher_renders_one_valid_script_per_role(slurm_stack, tmp_path:
     )
     launch = compile_launch(spec)
     jobs = {r.name: r for r in desired(spec) if r.kind == scripts.KIND}
-    assert sorted(jobs) == sorted(role.role for role in launch.roles)
-    for role in launch.roles:
-        resource = jobs[role.role]
+    # A disaggregated pool is one one-node job per replica (decode-0, decode-1, ...).
+    pooled = launcher == "sglang-disagg"
+    expected = [
+        (scripts.replica_role(role.role, i), role) for role in launch.roles for i in range(role.nodes)
+    ] if pooled else [(role.role, role) for role in launch.roles]
+    expected = [(name, role) for name, role in expected if not (pooled and role.role == "proxy" and name != "proxy-0")]
+    expected = [("proxy" if name == "proxy-0" else name, role) for name, role in expected]
+    assert sorted(jobs) == sorted(name for name, _ in expected)
+    for name, role in expected:
+        resource = jobs[name]
+        nodes = 1 if pooled else role.nodes
         script = resource.spec["submit"]["script"]
-        bash_syntax_ok(script, tmp_path, f"{role.role}.sbatch")
-        assert f"#SBATCH --nodes={role.nodes}\n" in script
+        bash_syntax_ok(script, tmp_path, f"{name}.sbatch")
+        assert f"#SBATCH --nodes={nodes}\n" in script
         assert ("#SBATCH --gres=gpu:" in script) == (role.gpus_per_node > 0)
-        assert resource.gpus == role.nodes * role.gpus_per_node
+        assert resource.gpus == nodes * role.gpus_per_node
         lines = script.rstrip("\n").split("\n")
         hashed = lines[lines.index("#SBATCH --ntasks-per-node=1"):]
         assert resource.spec["script_sha256"] == scripts.digest(hashed)

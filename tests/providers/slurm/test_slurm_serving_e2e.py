@@ -1,49 +1,34 @@
-"""A persistent disaggregated serving stack on the SLURM sandbox, changed in place (issue 6).
+"""A persistent disaggregated serving stack on the SLURM sandbox, changed in place (issues 6, 13).
 
 SGLang cannot run here, so every role's command is the stand-in server next to this file
-(``standin_server.py``, uploaded through ``model.scripts_dir``): the pools answer /health on a
-port of their own, the proxy serves /endpoints from the endpoint files apply writes. With
-``exclusive: false`` and one GPU per pool node, 1 proxy + 1 prefill + 3 decode allocations fit
-on the sandbox's three nodes. Through the real CLI over real SSH:
+(``standin_server.py``, uploaded through ``model.scripts_dir``): the pool replicas answer
+/health on a port of their own, and the proxy is a command of the user's own
+(``roles.proxy.command``) that serves /endpoints from the endpoint files apply writes, so the
+file write is the drain point (``test_slurm_rollout_e2e.py`` covers madinfra's own proxy and its
+acknowledgements). Each pool replica is its own one-node job. With ``exclusive: false`` and one
+GPU per replica, 1 proxy + 1 prefill + 3 decode fit on the sandbox's three nodes. Through the
+real CLI over real SSH:
 
 1. apply 5 nodes; the endpoint is printed by ``madinfra output``;
-2. decode 3 -> 2: only decode, its endpoint file and the topology change; prefill and proxy
-   keep their job ids; the proxy serves exactly the new decode set;
-3. prefill 1 -> 2: decode and proxy keep their job ids;
+2. decode 3 -> 2: only ``decode-2`` goes (after leaving the endpoint file), the topology and the
+   file change; every other job keeps its id;
+3. prefill 1 -> 2: ``prefill-1`` is added; nothing else restarts;
 4. a new time limit: ``scontrol update`` on every job, no job id changes;
-5. a new tensor parallel size: the pools are replaced one at a time (prefill ready before
-   decode goes down), each forcing field named;
+5. a new tensor parallel size: every replica is rolled (prefill before decode), each forcing
+   field named, and the plan says how each pool rolls;
 then destroy.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
+from serving_support import HEALTH, POOLS, free_port, get, install_standins
 
 pytestmark = pytest.mark.slurm
-
-STANDIN = Path(__file__).with_name("standin_server.py")
-POOLS = ("prefill", "decode")
-HEALTH = (
-    'd="$HOME/.madinfra/{stack}/standin"; n=$(squeue -h -j "$SLURM_JOB_ID" -o %D); [ -n "$n" ] || exit 1; i=0;'
-    ' while [ "$i" -lt "$n" ]; do f="$d/$SLURM_JOB_ID.$i.port"; [ -s "$f" ] || exit 1;'
-    ' curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$(cat "$f")/health" || exit 1; i=$((i+1)); done'
-)
-"""Healthy = every node of the job has a stand-in that answers /health (run inside the job)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def command(role: str, port: int) -> str:
@@ -67,11 +52,6 @@ def serving(stack_name: str, port: int, nnodes: int, prefill: int, decode: int, 
         "service": {"port": port, "health_check": {"http_path": None, "command": HEALTH.format(stack=stack_name)}},
         "roles": {role: {"command": command(role, port)} for role in ("proxy", "prefill", "decode")},
     }
-
-
-def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
 
 
 class Serving:
@@ -105,17 +85,18 @@ class Serving:
     def served_endpoints(self) -> dict[str, list[str]]:
         return get(f"http://127.0.0.1:{self.port}/endpoints")
 
-    def info(self, job_id: str, index: int = 0) -> dict[str, Any]:
-        port = self.remote(f"standin/{job_id}.{index}.port").strip()
+    def info(self, job_id: str) -> dict[str, Any]:
+        port = self.remote(f"standin/{job_id}.0.port").strip()
         return get(f"http://127.0.0.1:{port}/info")
 
     def check_endpoints(self, prefill: int, decode: int) -> None:
         addr = self.stack.sandbox.target["host"]
         expected = {"prefill": [f"http://{addr}:30000"] * prefill, "decode": [f"http://{addr}:30000"] * decode}
         ids = self.ids()
-        for pool in POOLS:
+        for pool, count in (("prefill", prefill), ("decode", decode)):
             assert self.endpoint_file(pool) == expected[pool], pool
-            assert f"job={ids[pool]}" in self.remote(f"endpoints/{pool}.source"), f"endpoints/{pool} must be written for the live {pool} job"
+            written = [line for line in self.remote(f"endpoints/{pool}.source").splitlines() if line.startswith("replica.")]
+            assert written == [f"replica.{i}={ids[f'{pool}-{i}']}" for i in range(count)], f"endpoints/{pool} must be written for the live {pool} replicas"
         assert self.served_endpoints() == expected, "the proxy serves exactly the pools' current endpoints"
 
 
@@ -129,105 +110,102 @@ def actions(plan: dict[str, Any]) -> dict[str, str]:
 
 def test_a_disaggregated_stack_is_resized_retimed_and_rolled_in_place(new_sandbox_stack) -> None:
     stack = new_sandbox_stack()
-    (stack.workdir / "scripts").mkdir()
-    shutil.copy(STANDIN, stack.workdir / "scripts" / "standin_server.py")
+    install_standins(stack.workdir)
     svc = Serving(stack, free_port())
 
-    # 1. Five nodes: 1 proxy + 1 prefill + 3 decode, plus the topology and two endpoint files.
+    # 1. Five nodes: 1 proxy + 1 prefill + 3 decode replicas, the topology and two endpoint files.
     svc.write(5, 1, 3)
     assert actions(svc.plan()) == {
         "slurm/File/topology.env": "create",
-        "slurm/Job/prefill": "create",
+        "slurm/Job/prefill-0": "create",
         "slurm/File/endpoints/prefill": "create",
-        "slurm/Job/decode": "create",
+        "slurm/Job/decode-0": "create",
+        "slurm/Job/decode-1": "create",
+        "slurm/Job/decode-2": "create",
         "slurm/File/endpoints/decode": "create",
         "slurm/Job/proxy": "create",
     }
     applied = svc.apply()
-    assert "Resources: 6 added" in applied
+    assert "Resources: 8 added" in applied
     first = svc.ids()
-    assert set(first) == {"proxy", "prefill", "decode"}
+    assert set(first) == {"proxy", "prefill-0", "decode-0", "decode-1", "decode-2"}
     svc.check_endpoints(1, 3)
     assert "SGLANG_DISAGG_DECODE_NODES=3" in svc.remote("topology.env")
-    decode_info = svc.info(first["decode"], 2)
+    decode_info = svc.info(first["decode-2"])
     assert (decode_info["SGLANG_DISAGG_DECODE_NODES"], decode_info["NODE_RANK"]) == ("3", "4"), "every task sources topology.env"
+    ips = decode_info["SGLANG_NODE_IPS"].split(",")
+    assert len(ips) == 5 and ips[4] == stack.sandbox.target["host"], "the replica finds itself at its global rank"
     endpoint = stack.cli("output", str(stack.path), "endpoint").stdout.strip()
     assert endpoint == f"http://{stack.sandbox.target['host']}:{svc.port}/v1"
     assert get(endpoint + "/models")["data"][0]["owned_by"] == "proxy"
     assert f"endpoint = {endpoint}" in stack.cli("output", str(stack.path)).stdout
     assert svc.plan()["changes"] == []
 
-    # 2. decode 3 -> 2: decode is replaced (nodes of a running job), the files updated in place.
+    # 2. decode 3 -> 2: replica 2 leaves the endpoint file, then its job is cancelled.
     svc.write(4, 1, 2)
     plan = svc.plan()
     assert actions(plan) == {
         "slurm/File/topology.env": "update",
-        "slurm/Job/decode": "replace",
+        "slurm/Job/decode-2": "delete",
         "slurm/File/endpoints/decode": "update",
     }
-    assert changes_of(plan)["slurm/Job/decode"]["replace_paths"] == ["nodes"]
-    assert plan["warnings"] == ["decode: all 3 node(s) restart; the stack will have no ready decode replica during apply"]
+    assert plan["warnings"] == []
+    assert [p["lines"] for p in plan["rollouts"]] == [["~ decode: 3 -> 2 replicas (replica 2 removed; replicas 0-1 untouched)"]]
     text = svc.plan_text()
-    assert "nodes: 3 -> 2  # forces replacement" in text
-    assert "Warning: decode: all 3 node(s) restart; the stack will have no ready decode replica during apply" in text
-    svc.apply()
+    assert "- slurm/Job/decode-2" in text and "Warning" not in text
+    applied = svc.apply()
+    assert applied.index("wrote endpoints/decode") < applied.index("slurm/Job/decode-2: cancelled job"), "drained before cancelled"
     second = svc.ids()
-    assert (second["prefill"], second["proxy"]) == (first["prefill"], first["proxy"]), "prefill and proxy keep running"
-    assert second["decode"] != first["decode"]
+    assert second == {k: v for k, v in first.items() if k != "decode-2"}, "every other job keeps running"
     svc.check_endpoints(1, 2)
-    assert svc.info(second["decode"], 1)["SGLANG_DISAGG_DECODE_NODES"] == "2"
 
-    # 3. prefill 1 -> 2 (5 nodes again): decode and proxy keep running.
+    # 3. prefill 1 -> 2 (5 nodes again): only prefill-1 is new.
     svc.write(5, 2, 2)
     assert actions(svc.plan()) == {
         "slurm/File/topology.env": "update",
-        "slurm/Job/prefill": "replace",
+        "slurm/Job/prefill-1": "create",
         "slurm/File/endpoints/prefill": "update",
     }
     svc.apply()
     third = svc.ids()
-    assert (third["decode"], third["proxy"]) == (second["decode"], second["proxy"])
-    assert third["prefill"] != second["prefill"]
+    assert {k: third[k] for k in second} == second
     svc.check_endpoints(2, 2)
     assert "MADINFRA_FIRST_RANK_DECODE=3" in svc.remote("topology.env")
+    assert svc.info(third["prefill-1"])["NODE_RANK"] == "2"
 
     # 4. A new time limit: scontrol update on every running job, nothing resubmitted.
     svc.write(5, 2, 2, time_limit="12")
     plan = svc.plan()
-    assert actions(plan) == {f"slurm/Job/{r}": "update" for r in ("prefill", "decode", "proxy")}
-    assert plan["warnings"] == [] and plan["restarts"] == []
+    assert actions(plan) == {f"slurm/Job/{r}": "update" for r in third}
+    assert plan["warnings"] == [] and plan["restarts"] == [] and plan["rollouts"] == []
     applied = svc.apply()
     assert svc.ids() == third
     for role, job_id in third.items():
         assert f"slurm/Job/{role}: updated job {job_id} in place with scontrol update (time)" in applied
         assert stack.sandbox.scontrol_job(job_id)["TimeLimit"] == "00:12:00"
 
-    # 5. Tensor parallel size 1 -> 2: the pools roll one at a time, each forcing field named.
+    # 5. Tensor parallel size 1 -> 2: every replica rolls, prefill before decode.
     svc.write(5, 2, 2, tp=2, time_limit="12")
     plan = svc.plan()
     changes = changes_of(plan)
+    for role in ("prefill-0", "prefill-1", "decode-0", "decode-1"):
+        assert changes[f"slurm/Job/{role}"]["action"] == "replace"
+        assert changes[f"slurm/Job/{role}"]["replace_paths"] == ["gpus_per_node", "script_sha256"], role
     for pool in POOLS:
-        assert changes[f"slurm/Job/{pool}"]["action"] == "replace"
-        assert changes[f"slurm/Job/{pool}"]["replace_paths"] == ["gpus_per_node", "script_sha256"], pool
         assert changes[f"slurm/File/endpoints/{pool}"]["action"] == "update"
-    assert plan["gpus"] == {"before": 4, "after": 8}
-    assert [address for address in changes if address.startswith("slurm/Job/")][:2] == ["slurm/Job/prefill", "slurm/Job/decode"]
-    # The launcher also exports the TP size (NPROC_PER_NODE, SGLANG_TP_SIZE) to the proxy, so its
-    # script changes too; it is then replaced last.
-    assert "slurm/Job/proxy" not in changes or list(changes)[-1] == "slurm/Job/proxy"
+    assert plan["gpus"]["before"] == 4 and plan["gpus"]["after"] == 8
+    assert [p["pool"] for p in plan["rollouts"]] == ["prefill", "decode"]
+    for pool in plan["rollouts"]:
+        assert pool["lines"][0].startswith(f"-/+ {pool['pool']}[0..1] rolling"), pool["lines"]
     applied = svc.apply()
     fifth = svc.ids()
-    assert int(third["decode"]) < int(fifth["prefill"]) < int(fifth["decode"]), "prefill is submitted before decode"
-    assert applied.index("slurm/Job/prefill: replaced") < applied.index("slurm/Job/decode: replacing: destroying the old one"), (
-        "decode goes down only once the new prefill job is ready"
-    )
-    if "slurm/Job/proxy" in changes:
-        assert int(fifth["decode"]) < int(fifth["proxy"]), "the proxy goes last"
+    assert all(fifth[r] != third[r] for r in ("prefill-0", "prefill-1", "decode-0", "decode-1"))
+    assert max(int(fifth[f"prefill-{i}"]) for i in range(2)) < min(int(fifth[f"decode-{i}"]) for i in range(2)), "prefill rolls first"
     svc.check_endpoints(2, 2)
     assert svc.plan()["changes"] == []
 
     destroyed = stack.cli("destroy", str(stack.path), "--yes").stdout
-    assert "Destroy complete! Resources: 6 destroyed." in destroyed
+    assert "Destroy complete! Resources: 8 destroyed." in destroyed
     assert stack.jobs() == []
     assert stack.sandbox.ssh(f"test -e {stack.remote_dir()}/topology.env || test -e {stack.remote_dir()}/endpoints/decode").returncode != 0
 

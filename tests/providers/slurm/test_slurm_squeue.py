@@ -11,9 +11,9 @@ COMMENT = "madinfra:stack=demo;resource=slurm/Job/worker;script=abc123"
 
 def line(job_id="17", name="madinfra.demo.worker", state="RUNNING", time="10:00", nodes="2", nodelist="node[1-2]",
          partition="debug", tres="gres:gpu:4", reason="None", oversub="OK", qos="(null)", account="(null)",
-         constraint="(null)", req="", exc="", resv="(null)", mem="0", workdir="/root/.madinfra/demo", comment=COMMENT) -> str:
+         constraint="(null)", req="", exc="", resv="(null)", mem="0", workdir="/root/.madinfra/demo", elapsed="1:02:03", comment=COMMENT) -> str:
     return squeue.SEPARATOR.join([job_id, name, state, time, nodes, nodelist, partition, tres, reason, oversub, qos, account,
-                     constraint, req, exc, resv, mem, workdir, comment])
+                     constraint, req, exc, resv, mem, workdir, elapsed, comment])
 
 
 def test_the_live_read_is_one_squeue_call_with_every_field() -> None:
@@ -89,7 +89,7 @@ def test_only_active_jobs_of_the_stack_become_resources() -> None:
     resources = squeue.to_resources(squeue.parse_squeue(text), "demo")
     assert [(r.id, r.provider_id) for r in resources] == [("slurm/Job/worker", "10"), ("slurm/Job/prefill", "16")]
     worker, prefill = resources
-    assert worker.status == {"state": "RUNNING", "running": True, "nodes": ["node1", "node2"], "job_id": "10", "workdir": "/root/.madinfra/demo"}
+    assert worker.status == {"state": "RUNNING", "running": True, "nodes": ["node1", "node2"], "job_id": "10", "workdir": "/root/.madinfra/demo", "elapsed_seconds": 3723}
     assert worker.gpus == 8 and worker.workload and worker.role == "worker"
     assert prefill.status == {"state": "PENDING", "running": False, "nodes": [], "job_id": "16", "reason": "Resources"}
 
@@ -142,7 +142,8 @@ def test_a_slurm_or_constraint_does_not_shift_the_fields_after_it() -> None:
 
 
 def test_end_markers_of_an_older_madinfra_still_parse() -> None:
-    legacy = line(comment="a|b").replace(squeue.SEPARATOR, "|")
+    # An older madinfra's row: ``|``-separated and without the elapsed field (index 18).
+    legacy = "|".join(part for i, part in enumerate(line(comment="a|b").split(squeue.SEPARATOR)) if i != 18)
     (row,) = squeue.parse_squeue(legacy)
     assert row.job_id == "17" and row.comment == "a|b"
 
@@ -152,3 +153,16 @@ def test_the_format_reaches_squeue_as_one_word_in_a_posix_shell() -> None:
 
     printed = subprocess.run(["sh", "-c", f"printf '%s' {squeue.FORMAT_SHELL}"], capture_output=True, text=True, check=True).stdout
     assert printed == squeue.SEPARATOR.join(code for _, code in squeue.FIELDS)
+
+
+def test_a_running_jobs_elapsed_time_is_its_status_and_an_older_markers_row_still_parses() -> None:
+    (row,) = squeue.parse_squeue(line(elapsed="1-02:03:04"))
+    assert squeue.status_of(row)["elapsed_seconds"] == 93784
+    (row,) = squeue.parse_squeue(line(elapsed="0:07"))
+    assert squeue.status_of(row)["elapsed_seconds"] == 7
+    (pending,) = squeue.parse_squeue(line(state="PENDING", elapsed="0:00"))
+    assert "elapsed_seconds" not in squeue.status_of(pending)
+    legacy = "|".join(["17", "madinfra.demo.worker", "RUNNING", "10:00", "2", "node[1-2]", "debug", "gres:gpu:4", "None", "OK", "(null)", "(null)",
+                       "(null)", "", "", "(null)", "0", "/root/.madinfra/demo", COMMENT])
+    (old,) = squeue.parse_squeue(legacy)
+    assert (old.job_id, old.comment, old.elapsed) == ("17", COMMENT, "")
