@@ -137,6 +137,15 @@ class EventRouter:
         if rid in self.held:
             self.record(self.changes[rid], self.held.pop(rid), error)
 
+    def finish(self, rid: str, live: Resource | None, error: Exception | None = None) -> None:
+        """Record a change whose outcome the provider established itself (a pool rolled replica
+        by replica, or rolled back), with the live object as it is now."""
+        if rid not in self.changes or (rid in self.recorded and rid not in self.held):
+            return
+        self.held.pop(rid, None)
+        self.recorded.add(rid)
+        self.record(self.changes[rid], live, error)
+
     def fail(self, rids: list[str], error: Exception) -> None:
         """Record ``error`` for every change of ``rids`` that is held or not reported yet."""
         for rid in rids:

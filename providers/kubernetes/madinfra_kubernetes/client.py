@@ -26,6 +26,7 @@ DEFAULT_KUBECONFIG = "~/.kube/config"
 _PATHS = {
     # kind: (API group path, plural, namespaced)
     "Namespace": ("/api/v1", "namespaces", False),
+    "Node": ("/api/v1", "nodes", False),
     "Secret": ("/api/v1", "secrets", True),
     "ConfigMap": ("/api/v1", "configmaps", True),
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims", True),
@@ -101,6 +102,41 @@ def _list(api: ApiServer, kind: str, namespace: str | None, label_selector: str)
         item.setdefault("kind", kind)
         item.setdefault("apiVersion", body.get("apiVersion", "v1"))
     return items
+
+
+def list_cluster_wide(api: ApiServer, kind: str, field_selector: str | None = None) -> list[dict[str, Any]] | None:
+    """Every object of ``kind`` in the cluster (one call; e.g. Nodes, or all Pods with a field
+    selector), or None when RBAC forbids it: callers treat that as "unknown", not as an error."""
+    query = {"fieldSelector": field_selector} if field_selector else None
+    try:
+        body = api.request("GET", collection_path(kind, None), query)
+    except ApiError as exc:
+        if exc.status in (401, 403):
+            return None
+        raise _error(exc, f"list {kind} objects cluster-wide", api) from None
+    return list(body.get("items") or [])
+
+
+def apply_fields(api: ApiServer, kind: str, namespace: str | None, name: str, body: dict[str, Any], manager: str) -> dict[str, Any]:
+    """Server-side apply of ``body`` (only the fields it names) as field manager ``manager``,
+    with force: transient rollout fields (a StatefulSet's partition) that madinfra owns under a
+    manager of their own, apart from Pulumi's, so Pulumi's fields and state stay untouched."""
+    import json as _json
+
+    path = object_path(kind, namespace, name)
+    try:
+        return api.request("PATCH", path, {"fieldManager": manager, "force": "true"}, body=body, content_type="application/apply-patch+yaml")
+    except ApiError as exc:
+        raise _error(exc, f"patch {kind} {name} ({_json.dumps(body)[:120]})", api) from None
+
+
+def delete_pod(api: ApiServer, namespace: str, name: str) -> None:
+    """Delete one pod now (its controller recreates it from the revision it should run)."""
+    try:
+        api.request("DELETE", object_path("Pod", namespace, name), body={"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
+    except ApiError as exc:
+        if exc.status != 404:
+            raise _error(exc, f"delete pod {namespace}/{name}", api) from None
 
 
 def list_objects(api: ApiServer, kind: str, namespaces: list[str] | None, label_selector: str) -> list[dict[str, Any]]:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Iterator
 
 from madinfra.resources import Resource
 from madinfra_kubernetes.rules import kind_of, replace_on_changes
@@ -137,10 +139,31 @@ def register_resources(resources: list[Resource], kube: KubeSettings, secret_val
     return created
 
 
-def build_program(resources: list[Resource], kube: KubeSettings, secret_values: dict[str, str]) -> Callable[[], None]:
+class Program:
+    """The inline program: registers ``resources`` (a list the apply may swap for one ``up``).
+
+    ``overridden`` sends other manifests for some objects during one targeted ``up`` (a pool's
+    transient replicas, the proxy's transient endpoint list), so Pulumi's state always holds
+    what the cluster runs, then puts the planned resources back."""
+
+    def __init__(self, resources: list[Resource], kube: KubeSettings, secret_values: dict[str, str]):
+        self.resources = list(resources)
+        self.kube = kube
+        self.secret_values = secret_values
+
+    def __call__(self) -> None:
+        register_resources(self.resources, self.kube, self.secret_values)
+
+    @contextmanager
+    def overridden(self, specs: dict[str, dict[str, Any]]) -> Iterator[None]:
+        planned = self.resources
+        self.resources = [dataclasses.replace(r, spec=specs[r.id]) if r.id in specs else r for r in planned]
+        try:
+            yield
+        finally:
+            self.resources = planned
+
+
+def build_program(resources: list[Resource], kube: KubeSettings, secret_values: dict[str, str]) -> Program:
     """The inline program for the Automation API."""
-
-    def program() -> None:
-        register_resources(resources, kube, secret_values)
-
-    return program
+    return Program(resources, kube, secret_values)

@@ -9,7 +9,9 @@ with the stack's kube context, and ``apply`` runs the whole desired set as the P
 while targeting only the planned changes, after checking with a preview that Pulumi would take
 exactly the planned steps (routing.py says which, from Pulumi's own state). ``apply`` goes in
 steps (rollout.py): one targeted ``pulumi up`` per step, then it waits for that step's workloads
-to be ready, so the pools of a serving stack roll one at a time and the proxy last.
+to be ready, so the pools of a serving stack roll one at a time and the proxy last. A pool whose
+replicas roll is carried out replica by replica, with surge and rollback (pool_apply.py,
+pools.py), exactly as ``plan_rollouts`` (pool_plan.py, gpu_room.py) showed it in the plan.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from madinfra.errors import MadinfraError, ProviderError
 from madinfra.interrupt import stop_requested
 from madinfra.launchers.model import LaunchPlan
 from madinfra.naming import MANAGED_BY_LABEL, MANAGED_BY_VALUE, STACK_LABEL, label_value
+from madinfra.rollout import RolloutPlan
 from madinfra.resources import Change, ProgressCallback, ProviderOptions, RecordCallback, Resource, UpdateRules
 from madinfra_kubernetes import client as kube
 from madinfra_kubernetes import rollout
@@ -56,6 +59,7 @@ class KubernetesProvider:
         self._spec: StackSpec | None = None
         self._desired: list[Resource] = []
         self._live: list[Resource] | None = None
+        self._rollouts: tuple[frozenset[tuple[str, str]], RolloutPlan] | None = None
 
     # -- pure -------------------------------------------------------------------------------
     def bind(self, spec: StackSpec) -> None:
@@ -99,13 +103,25 @@ class KubernetesProvider:
         """An in-place update of a Deployment/StatefulSet pod template rolls its pods."""
         return rollout.restarts_pods(change)
 
+    def plan_rollouts(self, changes: list[Change], gpus_before: int, gpus_after: int) -> RolloutPlan:
+        """What each replica of each pool goes through (pool_plan.py), with the surge room the
+        cluster has now (gpu_room.py: one list of Nodes and one of Pods, only when a pool
+        changes). Kept for ``apply``, which carries out exactly this plan."""
+        from madinfra_kubernetes.pool_apply import change_key, rollout_plan
+
+        result = rollout_plan(self._spec, self.api, changes, gpus_before, gpus_after)
+        self._rollouts = (change_key(changes), result)
+        return result
+
     def plan_warnings(self, changes: list[Change]) -> list[str]:
-        """Changes that would leave a serving role with no ready replica (see rollout.py), and
-        where Pulumi's state and the cluster disagree (see routing.py)."""
+        """Changes that would leave a serving role with no ready replica (see rollout.py; pools
+        rolled replica by replica are covered by ``RolloutPlan.warnings``), and where Pulumi's
+        state and the cluster disagree (see routing.py)."""
+        from madinfra.config import pool_roles
         from madinfra_kubernetes.pulumi_state import known_objects
         from madinfra_kubernetes.routing import disagreements
 
-        notes = rollout.warnings(changes)
+        notes = rollout.warnings(changes, pool_roles(self._spec) if self._spec is not None else ())
         if self._spec is not None and self._live is not None:
             notes += disagreements(changes, known_objects(self.options.work_dir, self._spec.name), self._live)
         return notes
@@ -279,7 +295,7 @@ class KubernetesProvider:
         """
         if not changes:
             return
-        from madinfra_kubernetes import automation, routing
+        from madinfra_kubernetes import automation, pool_apply, routing
         from madinfra_kubernetes.program import KubeSettings, build_program
         from madinfra_kubernetes.pulumi_state import has_pending_operations, known_objects
 
@@ -300,10 +316,17 @@ class KubernetesProvider:
         router = automation.EventRouter(changes, progress, record, to_live_resource, hold=waited)
         if must_diff:
             self._check_preview(stack, changes, plan_routes)
+        if self._rollouts is None or self._rollouts[0] != pool_apply.change_key(changes):
+            self.plan_rollouts(changes, *pool_apply.gpus_of(changes))  # apply without a plan (destroy)
+        pools = pool_apply.rolled_pools(changes, self._rollouts[1])  # type: ignore[index]
         for step in rollout.steps(changes):
             if stop_requested():
                 return  # Ctrl-C: the engine reports the remaining changes as not started
-            self._apply_step(stack, step, router, progress, plan_routes)
+            rest = [c for c in step if c.resource_id not in pools]
+            if rest:
+                self._apply_step(stack, rest, router, progress, plan_routes)
+            for change in (c for c in step if c.resource_id in pools):
+                pool_apply.roll(self, stack, program, change, pools[change.resource_id], router, progress, lambda c=change: self._planned_up(stack, [c], router, plan_routes))
 
     def _pulumi_targets(self, step: list[Change], plan_routes: dict[str, Any]) -> tuple[list[str], list[str]]:
         """URNs to target (the provider first) and URNs Pulumi must replace, for one step."""
@@ -330,8 +353,6 @@ class KubernetesProvider:
     def _apply_step(self, stack: Any, step: list[Change], router: Any, progress: ProgressCallback, plan_routes: dict[str, Any]) -> None:
         """API deletes, then one targeted ``up``, then readiness of the step's workloads; raises
         on failure after recording it (the engine reports later steps as not done)."""
-        from madinfra_kubernetes import automation
-
         spec = self._bound("apply changes")
         assert spec.k8s is not None
         rids = [c.resource_id for c in step]
@@ -342,19 +363,11 @@ class KubernetesProvider:
             # hits the old one ("field is immutable"). Pulumi's delete then finds nothing to do.
             if plan_routes[change.resource_id].api_delete or change.action == "replace":
                 self._api_delete(change, router, progress, spec.k8s.ready_timeout)
-        targets, replace = self._pulumi_targets(step, plan_routes)
-        if targets:
-            try:
-                automation.up(stack, targets, router, replace)
-            except MadinfraError as exc:
-                router.fail(rids, exc)
-                raise
-            done = {rid: automation.pulumi_action(router.steps.get(rid, [])) for rid in rids}
-            wrong = _inconsistent(step, plan_routes, done)
-            if wrong:
-                error = ProviderError(f"Pulumi did not carry out the plan as shown ({'; '.join(wrong)}); the cluster now differs from the plan, run `madinfra plan` to see how")
-                router.overrule(rids, error)
-                raise error
+            elif change.action == "update" and change.current is not None and kind_of(change.current.kind) == "StatefulSet":
+                from madinfra_kubernetes.pools import set_partition
+
+                set_partition(self.api(), (change.current.spec.get("metadata") or {}).get("namespace") or spec.k8s.namespace, change.current.name, None)
+        self._planned_up(stack, step, router, plan_routes)
         leftovers = [c for c in step if c.resource_id not in router.recorded]
         if leftovers:
             live = {r.id: r for r in self.read(spec.name)}
@@ -369,6 +382,30 @@ class KubernetesProvider:
             raise
         for rid in waited:
             router.release(rid)
+        from madinfra_kubernetes.pool_apply import settle_proxy
+
+        settle_proxy(self, waited, progress)
+
+    def _planned_up(self, stack: Any, step: list[Change], router: Any, plan_routes: dict[str, Any]) -> None:
+        """One targeted ``up`` of the step's planned changes, then the check that Pulumi took
+        exactly the planned steps (records the failure and raises otherwise)."""
+        from madinfra_kubernetes import automation
+
+        rids = [c.resource_id for c in step]
+        targets, replace = self._pulumi_targets(step, plan_routes)
+        if not targets:
+            return
+        try:
+            automation.up(stack, targets, router, replace)
+        except MadinfraError as exc:
+            router.fail(rids, exc)
+            raise
+        done = {rid: automation.pulumi_action(router.steps.get(rid, [])) for rid in rids}
+        wrong = _inconsistent(step, plan_routes, done)
+        if wrong:
+            error = ProviderError(f"Pulumi did not carry out the plan as shown ({'; '.join(wrong)}); the cluster now differs from the plan, run `madinfra plan` to see how")
+            router.overrule(rids, error)
+            raise error
 
     @staticmethod
     def _ready_timeout(spec: StackSpec) -> int:

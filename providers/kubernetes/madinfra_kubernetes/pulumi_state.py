@@ -90,3 +90,24 @@ def known_objects(work_dir: Path, stack: str) -> dict[str, KnownObject]:
 
 def namespaces(known: dict[str, KnownObject]) -> set[str]:
     return {obj.namespace for obj in known.values() if obj.namespace}
+
+
+def recorded_inputs(work_dir: Path, stack: str, resource_id: str) -> dict | None:
+    """The manifest Pulumi last applied for ``resource_id`` (its inputs, without the
+    ``pulumi.com/skipAwait`` annotation the program adds), or None when it does not know it:
+    what a rollback restores exactly, so Pulumi's state and the cluster agree afterwards."""
+    for entry in _latest(work_dir, stack).get("resources") or []:
+        if not str(entry.get("type", "")).startswith(K8S_TYPE_PREFIX) or entry.get("delete"):
+            continue
+        if resource_id_from_urn(entry.get("urn") or "") != resource_id or not isinstance(entry.get("inputs"), dict):
+            continue
+        manifest = {k: v for k, v in entry["inputs"].items() if not k.startswith("__")}
+        metadata = dict(manifest.get("metadata") or {})
+        annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != "pulumi.com/skipAwait"}
+        if annotations:
+            metadata["annotations"] = annotations
+        else:
+            metadata.pop("annotations", None)
+        manifest["metadata"] = metadata
+        return manifest
+    return None

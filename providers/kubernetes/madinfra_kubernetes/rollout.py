@@ -8,8 +8,13 @@ time and the proxy (which rolls after the pools, see ``ROLLOUT_ORDER``) goes las
 workloads needs no such care: they start together. A pool that only shrinks is the exception to
 the dependency order: it goes last, after the proxy has stopped routing to the pods it removes.
 
-``warnings`` says when an apply would leave a serving role with no ready replica for a while,
-and ``restarts_pods`` which in-place updates restart pods (rolling update of the template).
+An in-place update of a *pool* (prefill/decode StatefulSets, the multi-node vLLM Deployment)
+is not left to its controller: pools.py rolls it replica by replica as the plan's RolloutPlan says
+(pool_plan.py), with surge where the cluster has room, and rolls it back on failure.
+
+``warnings`` says when an apply would leave a serving role with no ready replica for a while
+(pool updates are covered by ``RolloutPlan.warnings``, which knows whether a surge fits), and
+``restarts_pods`` which in-place updates restart pods (rolling update of the template).
 All three are pure functions of planned changes.
 """
 
@@ -129,11 +134,16 @@ def _role(change: Change) -> str:
     return (resource.role if resource is not None else None) or change.resource_id.rsplit("/", 1)[-1]
 
 
-def warning(change: Change) -> str | None:
-    """The sentence for one change that leaves its role without a ready replica, else None."""
+def warning(change: Change, pools: tuple[str, ...] = ()) -> str | None:
+    """The sentence for one change that leaves its role without a ready replica, else None.
+
+    An in-place update of a pool (``pools``: roles rolled replica by replica, see pool_plan.py)
+    is described by the plan's RolloutPlan instead, which knows whether a surge replica fits."""
     if not is_rolling(change) or change.current is None:
         return None
     rid, role = change.resource_id, _role(change)
+    if change.action == "update" and role in pools:
+        return None
     if change.action == "delete":
         return f"destroying {rid} leaves role '{role}' with no replica"
     if change.action == "replace":
@@ -150,11 +160,11 @@ def warning(change: Change) -> str | None:
     return None
 
 
-def warnings(changes: list[Change]) -> list[str]:
+def warnings(changes: list[Change], pools: tuple[str, ...] = ()) -> list[str]:
     """One sentence per workload change that leaves a role without a ready replica.
 
     Destroying the whole stack (every change a delete) is what the user asked for: no warning.
     """
     if changes and all(c.action == "delete" for c in changes):
         return []
-    return [text for text in (warning(c) for c in order_changes(list(changes))) if text is not None]
+    return [text for text in (warning(c, pools) for c in order_changes(list(changes))) if text is not None]

@@ -98,14 +98,22 @@ def test_a_new_image_rolls_prefill_then_decode_then_the_proxy_each_ready_before_
 
 
 def test_a_pool_that_never_gets_ready_stops_the_rollout_before_the_next_pool(k8s_stack: K8sStack) -> None:
+    """With --no-rollback the failed pool stays where it stopped (new template, its pod pending);
+    the pools after it and the proxy are not touched. (Without it the pool is rolled back: see
+    test_k8s_e2e_rollout.py.)"""
     stack = k8s_stack
     stack.write_from(DISAGG, ready_timeout=10)
     prepare_cluster_for(stack.sandbox, stack.path)
     stack.apply()
     broken = {**stack.spec, "model": {**stack.spec["model"], "image": "rocm/sgl-dev:v2"}, "k8s": {**stack.spec["k8s"], "node_selector": {"no-such-node": "true"}}}
     stack.write(broken)
-    failed = stack.cli("apply", str(stack.path), "--yes", check=False)
-    assert failed.returncode == 1 and "-prefill was not ready after 10 s" in failed.stderr, failed.stdout + failed.stderr
+    planned = stack.plan().stdout
+    assert "-/+ prefill[0] rolling, 1 at a time, no surge (0 GPU(s) free, no node has 8 free for a surge replica)" in planned, planned
+    failed = stack.cli("apply", str(stack.path), "--yes", "--no-rollback", check=False)
+    assert failed.returncode == 1 and "-prefill was not ready after 10 s" in failed.stderr and "stopped there (--no-rollback)" in failed.stderr, failed.stdout + failed.stderr
+    assert "rolled back" not in failed.stdout + failed.stderr
+    pending = [p for p in stack.objects("Pod") if p["metadata"]["labels"].get("madinfra.io/role") == "prefill"]
+    assert [p["status"].get("phase") for p in pending] == ["Pending"], "the failed pod is left where it stopped"
     images = {o["metadata"]["labels"]["madinfra.io/role"]: o["spec"]["template"]["spec"]["containers"][0]["image"] for o in stack.objects("StatefulSet") + stack.objects("Deployment")}
     assert images == {"prefill": "rocm/sgl-dev:v2", "decode": "rocm/sgl-dev:latest", "proxy": "rocm/sgl-dev:latest"}, images
     replanned = stack.plan()

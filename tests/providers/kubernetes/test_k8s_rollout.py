@@ -120,22 +120,48 @@ def test_scaling_to_zero_deleting_and_recreate_strategies_warn():
         assert bool(warnings([change])) is warned, (surge, unavailable)
 
 
-def test_the_engine_shows_the_providers_warnings_and_restarts():
-    """compute_plan calls plan_warnings and restarts_on_update when the provider has them."""
+class FakeNodesApi:
+    """Answers the two cluster-wide lists the rollout plan makes (Nodes, Pods)."""
+
+    def __init__(self, nodes, pods=()):
+        self.nodes, self.pods, self.calls = list(nodes), list(pods), []
+
+    def request(self, method, path, query=None, body=None, content_type=None):
+        self.calls.append(path)
+        return {"items": self.nodes if path.endswith("/nodes") else self.pods}
+
+
+def gpu_node(name, gpus=8, resource="amd.com/gpu"):
+    return {"metadata": {"name": name, "labels": {}}, "spec": {}, "status": {"allocatable": {resource: str(gpus)}, "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def test_the_engine_shows_the_providers_warnings_restarts_and_pool_lines():
+    """compute_plan calls plan_rollouts, plan_warnings and restarts_on_update when the provider
+    has them: with no free GPU the one-replica prefill pool rolls with no ready replica (warned),
+    decode rolls one at a time; with room both surge and nothing is warned."""
 
     class Cluster(KubernetesProvider):
-        def __init__(self, live):
-            super().__init__(ProviderOptions())
+        def __init__(self, live, api):
+            super().__init__(ProviderOptions(), api=api)
             self.live = live
 
         def read(self, stack):
             return self.live
 
-    spec = stack(nnodes=3)
+    spec = stack(nnodes=4)
     live = [to_live_resource(r.spec, r.kind.split("/")[1]) for r in resources(spec)]
-    result = compute_plan(stack(nnodes=3, image="img:2"), Cluster(live), None)
+    full = FakeNodesApi([gpu_node("a", 8), gpu_node("b", 8)], [{"spec": {"nodeName": n, "containers": [{"resources": {"requests": {"amd.com/gpu": "8"}}}]}, "status": {"phase": "Running"}} for n in "ab"])
+    result = compute_plan(stack(nnodes=4, image="img:2"), Cluster(live, full), None)
     assert {r.resource_id for r in result.restarts} == {"k8s/StatefulSet/demo-prefill", "k8s/StatefulSet/demo-decode", "k8s/Deployment/demo-proxy"}
-    assert [w.split()[1] for w in result.warnings] == ["k8s/StatefulSet/demo-prefill", "k8s/StatefulSet/demo-decode"]
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("prefill: rolling its only replica without a surge"), result.warnings
+    assert [line for pool in result.rollouts for line in pool.lines()] == [
+        "-/+ prefill[0] rolling, 1 at a time, no surge (0 GPU(s) free, no node has 8 free for a surge replica)",
+        "-/+ decode[0..1] rolling, 1 at a time, no surge (0 GPU(s) free, no node has 8 free for a surge replica)",
+    ]
+    assert (result.gpus_peak, result.gpus_free) == (24, 0)
+    assert full.calls == ["/api/v1/nodes", "/api/v1/pods"], "one cluster-wide list of Nodes and one of Pods"
+    roomy = compute_plan(stack(nnodes=4, image="img:2"), Cluster(live, FakeNodesApi([gpu_node("a", 8), gpu_node("b", 8)])), None)
+    assert roomy.warnings == [] and [p.surge for p in roomy.rollouts] == [1, 1] and (roomy.gpus_peak, roomy.gpus_free) == (32, 16)
 
 
 def test_event_router_holds_workloads_until_their_readiness_is_known():
