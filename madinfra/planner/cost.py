@@ -61,11 +61,12 @@ class CostEstimate:
         out = []
         if self.serving_gpus:
             out.append(f"Cost: serving holds {self.serving_gpus} GPU(s) = {_hours(self.per_day_gpu_hours)} GPU-hours per day{self.money(self.per_day_gpu_hours)}")
-        if self.committed_gpu_hours or self.unbounded:
+        unbounded = f"{', '.join(self.unbounded)} {'has' if len(self.unbounded) == 1 else 'have'} no time limit"
+        if self.committed_gpu_hours:
             text = f"Cost: commits up to {_hours(self.committed_gpu_hours)} GPU-hours (GPUs x time limit){self.money(self.committed_gpu_hours)}"
-            if self.unbounded:
-                text += f"; no time limit, so no upper bound, for {', '.join(self.unbounded)}"
-            out.append(text)
+            out.append(text + (f"; no upper bound: {unbounded}" if self.unbounded else ""))
+        elif self.unbounded:
+            out.append(f"Cost: no upper bound on GPU-hours: {unbounded}")
         return out
 
     def warnings(self) -> list[str]:

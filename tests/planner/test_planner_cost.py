@@ -23,7 +23,9 @@ def test_a_new_run_commits_its_gpus_times_its_time_limit_and_prices_it() -> None
 def test_a_run_without_a_limit_is_unbounded_and_named() -> None:
     cost = estimate([Change("create", "job/open", job("open"), None), Change("create", "job/eval", job("eval", 4), None)], 12, serving=False, limit_of=hours)
     assert cost.committed_gpu_hours == 2 and cost.unbounded == ["job/open"]
-    assert cost.lines() == ["Cost: commits up to 2 GPU-hours (GPUs x time limit); no time limit, so no upper bound, for job/open"]
+    assert cost.lines() == ["Cost: commits up to 2 GPU-hours (GPUs x time limit); no upper bound: job/open has no time limit"]
+    alone = estimate([Change("create", "job/open", job("open"), None)], 8, serving=False, limit_of=hours)
+    assert alone.lines() == ["Cost: no upper bound on GPU-hours: job/open has no time limit"]
 
 
 def test_replacing_a_running_job_throws_away_its_elapsed_gpu_hours() -> None:

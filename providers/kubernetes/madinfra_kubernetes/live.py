@@ -121,6 +121,9 @@ def summarize_status(obj: dict[str, Any], kind: str) -> dict[str, Any]:
             "failed": status.get("failed", 0),
             "running": phase == "Running",
         }
+        elapsed = _elapsed_seconds(status.get("startTime")) if phase == "Running" else None
+        if elapsed is not None:
+            summary["elapsed_seconds"] = elapsed
         failed = conditions.get("Failed") or conditions.get("FailureTarget")
         if failed:
             summary["reason"] = f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}".rstrip(": ")
@@ -149,6 +152,19 @@ def summarize_status(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     if kind == "Service":
         return {"cluster_ip": spec.get("clusterIP")}
     return {}
+
+
+def _elapsed_seconds(start: Any) -> int | None:
+    """Seconds since a Job's ``status.startTime`` (RFC 3339), for the plan's lost-progress cost."""
+    from datetime import datetime, timezone
+
+    if not isinstance(start, str):
+        return None
+    try:
+        started = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0, int((datetime.now(timezone.utc) - started).total_seconds()))
 
 
 def to_live_resource(obj: dict[str, Any], kind: str) -> Resource:

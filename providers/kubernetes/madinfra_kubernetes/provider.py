@@ -99,6 +99,14 @@ class KubernetesProvider:
         why = f"Kubernetes removes it {ttl} s after it finishes (ttlSecondsAfterFinished)" if ttl is not None else "it was deleted after it finished"
         return f"{desired.id} finished{how} and is gone: {why}; it is not run again (`madinfra apply --replace {desired.role or desired.name}` runs it again)"
 
+    def time_limit_hours(self, resource: Resource) -> float | None:
+        """Hours a training Job holds its GPUs at most (``spec.activeDeadlineSeconds``), for the
+        plan's cost; ``None``: no limit (Kubernetes runs a Job until it ends)."""
+        if kind_of(resource.kind) != "Job":
+            return None
+        deadline = (resource.spec.get("spec") or {}).get("activeDeadlineSeconds")
+        return deadline / 3600 if isinstance(deadline, (int, float)) and deadline > 0 else None
+
     def restarts_on_update(self, change: Change) -> bool:
         """An in-place update of a Deployment/StatefulSet pod template rolls its pods."""
         return rollout.restarts_pods(change)

@@ -151,3 +151,25 @@ def test_wait_times_out_with_the_pods_reason_and_the_field_to_raise():
     with pytest.raises(ProviderError, match=r"not ready after 30 s \(service.health_check.timeout\).*Unschedulable"):
         wait(fetch, lambda rid, msg: lines.append(msg), 30, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s), timeout_field="service.health_check.timeout")
     assert lines and "0/2 ready" in lines[0]
+
+
+def test_a_running_jobs_elapsed_time_comes_from_its_start_time() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from madinfra_kubernetes.live import summarize_status
+
+    start = (datetime.now(timezone.utc) - timedelta(minutes=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    running = summarize_status({"status": {"active": 2, "startTime": start}}, "Job")
+    assert 5390 <= running["elapsed_seconds"] <= 5410
+    done = summarize_status({"status": {"startTime": start, "succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]}}, "Job")
+    assert "elapsed_seconds" not in done
+
+
+def test_a_jobs_time_limit_is_its_active_deadline() -> None:
+    from madinfra.resources import Resource
+    from madinfra_kubernetes.provider import KubernetesProvider
+
+    provider = KubernetesProvider()
+    assert provider.time_limit_hours(Resource("k8s/Job", "j", {"spec": {"activeDeadlineSeconds": 7200}})) == 2
+    assert provider.time_limit_hours(Resource("k8s/Job", "j", {"spec": {}})) is None
+    assert provider.time_limit_hours(Resource("k8s/Deployment", "d", {"spec": {}})) is None
