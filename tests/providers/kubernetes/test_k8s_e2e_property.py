@@ -16,7 +16,7 @@ from madinfra_kubernetes.canonical import canonical_quantity
 pytestmark = pytest.mark.k8s_e2e
 
 E2E = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-E2E_STACKS = settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+E2E_STACKS = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 """Each example applies and destroys a stack (about 15 s): fewer of them."""
 
 quantities = st.builds(

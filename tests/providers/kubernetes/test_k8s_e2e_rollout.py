@@ -106,19 +106,32 @@ def test_decode_resize_keeps_untouched_pods_and_the_proxy_never_names_a_missing_
     stack.apply()
     decode = pool_uids(stack, "decode")
     prefill = pool_uids(stack, "prefill")
-    assert len(decode) == 3
+    proxy = pool_uids(stack, "proxy")
+    assert (len(prefill), len(decode), len(proxy)) == (1, 3, 1)
+    topology = next(c for c in stack.objects("ConfigMap") if c["metadata"]["name"].endswith("-topology"))
+    statefulsets = {s["metadata"]["name"]: s["metadata"]["uid"] for s in stack.objects("StatefulSet")}
 
     stack.write(with_nnodes(stack.spec, 4))
     lines, planned = pool_lines(stack)
     assert lines == ["~ decode: 3 -> 2 replicas (replica 2 removed; replicas 0-1 untouched)"]
     (pool,) = planned["rollouts"]
     assert (pool["pool"], pool["removed"], pool["untouched"], pool["rolled"]) == ("decode", [2], [0, 1], [])
+    actions = {c["address"]: c["action"] for c in planned["changes"]}
+    assert set(actions.values()) == {"update"} and not any(a.endswith("-prefill") for a in actions), actions
+    assert actions[f"k8s/ConfigMap/{topology['metadata']['name']}"] == "update"
+    (decode_change,) = [c for c in planned["changes"] if c["address"].startswith("k8s/StatefulSet/") and c["address"].endswith("-decode")]
+    assert [f["path"] for f in decode_change["fields"]] == ["spec.replicas"]
     with Watch(stack) as shrinking:
         stack.apply()
     stack.assert_plan_empty()
     kept = {n: u for n, u in decode.items() if not n.endswith("-2")}
     assert pool_uids(stack, "decode") == kept and pool_uids(stack, "prefill") == prefill
     assert shrinking.polls > 5 and shrinking.violations == [], shrinking.violations[:5]
+    proxy_planned = any(a.startswith("k8s/Deployment/") for a in actions)
+    assert (pool_uids(stack, "proxy") != proxy) == proxy_planned, "the proxy restarts exactly when the plan says it changes"
+    after = stack.sandbox.get("ConfigMap", stack.namespace, topology["metadata"]["name"])
+    assert after["metadata"]["uid"] == topology["metadata"]["uid"] and after["data"] != topology["data"], "the topology ConfigMap is updated in place"
+    assert {s["metadata"]["name"]: s["metadata"]["uid"] for s in stack.objects("StatefulSet")} == statefulsets
 
     stack.write(with_nnodes(stack.spec, 5))
     lines, _ = pool_lines(stack)
