@@ -5,7 +5,11 @@ generated proxy around the stand-in mini_lb, copied from tests/providers/slurm) 
 the real ``madinfra`` CLI: create (1 proxy + 1 prefill + 3 decode replicas, 1 GPU each), decode
 3 -> 2, decode 2 -> 3, an env change rolled with surge 1, then destroy. Each step's wall time is
 printed, with the plan's pool line, so the cost of draining (the proxy's acknowledgement) and of
-each replica's health check can be read off.
+each replica's health check can be read off. During every apply a thread polls the proxy's own
+endpoint list (the stand-in mini_lb's ``/endpoints``, every 0.1 s) and measures the time from
+apply start until the proxy serves the new topology (the final replica counts, from a router
+started after the last change), the seconds any pool had no replica in the proxy's list (the
+goal is 0), and the seconds the proxy did not answer (mini_lb restarting on a list change).
 
 Needs the sandbox (scripts/slurm-sandbox up; /tmp/madinfra-slurm-sandbox/target.json).
 Run: python benchmarks/slurm_rollout.py [--rounds N]
@@ -22,7 +26,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -82,16 +88,68 @@ def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+class ProxyWatch:
+    """Polls the proxy's ``/endpoints`` while an apply runs (see the module docstring)."""
+
+    def __init__(self, port: int, final: dict[str, int], rolled: str | None = None):
+        self.url = f"http://127.0.0.1:{port}/endpoints"
+        self.final = final
+        self.rolled = rolled
+        """The pool a roll changes: it keeps its counts, so the new topology is served once no
+        job of that pool the proxy named at the start is still in its list."""
+        self.old_jobs: set[str] | None = None
+        self.start = time.perf_counter()
+        self.serving_at: float | None = None
+        self.zero: dict[str, float] = {pool: 0.0 for pool in final}
+        self.silent = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "ProxyWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.is_set():
+            time.sleep(0.1)
+            now = time.perf_counter()
+            step, last = now - last, now
+            try:
+                with urllib.request.urlopen(self.url, timeout=1) as response:
+                    seen = json.loads(response.read())
+            except OSError:
+                self.silent += step
+                continue
+            for pool in self.final:
+                if not seen.get(pool):
+                    self.zero[pool] += step
+            counts = {pool: len(seen.get(pool) or []) for pool in self.final}
+            jobs = set((seen.get("jobs") or {}).get(self.rolled, [])) if self.rolled else set()
+            if self.old_jobs is None:
+                self.old_jobs = jobs
+            new = not self.rolled or not (jobs & self.old_jobs)
+            if counts == self.final and new and self.serving_at is None:
+                self.serving_at = now - self.start
+            elif counts != self.final or not new:
+                self.serving_at = None
+
+
 def pool_line(workdir: Path, path: Path) -> str:
     plan = json.loads(cli(workdir, "plan", str(path), "--json").stdout)
     return "; ".join(line for pool in plan["rollouts"] for line in pool["lines"]) or "-"
 
 
-def one_round() -> tuple[dict[str, float], dict[str, str]]:
+def one_round() -> tuple[dict[str, float], dict[str, str], dict[str, ProxyWatch]]:
     name = f"bench-{uuid.uuid4().hex[:6]}"
     port = free_port()
     times: dict[str, float] = {}
     lines: dict[str, str] = {}
+    watches: dict[str, ProxyWatch] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         install(workdir)
@@ -102,13 +160,16 @@ def one_round() -> tuple[dict[str, float], dict[str, str]]:
                 path.write_text(yaml.safe_dump(stack(name, port, decode, version)))
                 lines[step] = pool_line(workdir, path)
                 start = time.perf_counter()
-                cli(workdir, "apply", str(path), "--yes")
-                times[step] = time.perf_counter() - start
+                with ProxyWatch(port, {"prefill": 1, "decode": decode}, rolled="decode" if version != "1" else None) as watch:
+                    cli(workdir, "apply", str(path), "--yes")
+                    times[step] = time.perf_counter() - start
+                    time.sleep(1)  # the proxy picks up the last list within its 2 s poll
+                watches[step] = watch
         finally:
             start = time.perf_counter()
             cli(workdir, "destroy", str(path), "--yes")
             times[STEPS[4]] = time.perf_counter() - start
-    return times, lines
+    return times, lines, watches
 
 
 def main() -> None:
@@ -121,9 +182,21 @@ def main() -> None:
     results = [one_round() for _ in range(args.rounds)]
     rows = []
     for step in STEPS:
-        values = [times[step] for times, _ in results]
-        rows.append((step, f"{statistics.median(values):.1f}", f"{min(values):.1f}-{max(values):.1f}", results[0][1].get(step, "-")))
-    print(table(("step", "median s", "range s", "plan's pool line"), rows))
+        values = [times[step] for times, _, _ in results]
+        watched = [w[step] for _, _, w in results if step in w]
+        serving = [w.serving_at for w in watched if w.serving_at is not None]
+        zero = max((max(w.zero.values()) for w in watched), default=None)
+        silent = max((w.silent for w in watched), default=None)
+        rows.append((
+            step,
+            f"{statistics.median(values):.1f}",
+            f"{min(values):.1f}-{max(values):.1f}",
+            f"{statistics.median(serving):.1f}" if serving else "-",
+            f"{zero:.1f}" if zero is not None else "-",
+            f"{silent:.1f}" if silent is not None else "-",
+            results[0][1].get(step, "-"),
+        ))
+    print(table(("step", "apply median s", "range s", "new topology served after s", "max s a pool had no replica in the proxy", "max s the proxy restarted", "plan's pool line"), rows))
 
 
 if __name__ == "__main__":
