@@ -182,7 +182,8 @@ def _cost(spec: StackSpec, provider: Provider, plan: Plan) -> Any:
     price = spec.cost.gpu_hour_price if spec.cost is not None else None
     currency = spec.cost.currency if spec.cost is not None else "USD"
     serving = spec.is_service and not plan.destroy
-    return estimate(plan.changes, plan.gpus_after, serving=serving, limit_of=getattr(provider, "time_limit_hours", None), price=price, currency=currency)
+    restarted = frozenset(r.resource_id for r in plan.restarts if r.action == "update")
+    return estimate(plan.changes, plan.gpus_after, serving=serving, limit_of=getattr(provider, "time_limit_hours", None), restarted=restarted, price=price, currency=currency)
 
 
 def collect_outputs(provider: Provider, spec: StackSpec, live: list[Resource]) -> dict[str, str] | None:

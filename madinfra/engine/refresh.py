@@ -17,7 +17,7 @@ every plan calls that drift. ``refresh`` shows what it would record, then record
   run it again.
 
 Live resources that are not in the stack are left alone (the next plan deletes them) and named.
-Pure apart from nothing: the command saves the state it returns.
+Pure: the command saves the state this returns.
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ from madinfra.planner.normalise import comparable_live, normalise, spec_hash
 from madinfra.planner.plan import Plan, RulesFor
 from madinfra.resources import Resource
 from madinfra.state.store import ResourceRecord, State
-
-ACTIONS = ("adopt", "record drift", "record id", "record finished", "forget", "untracked")
-
 
 @dataclass(frozen=True)
 class StateUpdate:

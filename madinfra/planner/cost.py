@@ -88,11 +88,22 @@ class CostEstimate:
         }
 
 
-def estimate(changes: list[Change], gpus_after: int, *, serving: bool, limit_of: LimitOf | None, price: float | None = None, currency: str = "USD") -> CostEstimate:
-    """The plan's ``CostEstimate`` (see the module docstring)."""
+def estimate(
+    changes: list[Change],
+    gpus_after: int,
+    *,
+    serving: bool,
+    limit_of: LimitOf | None,
+    restarted: frozenset[str] = frozenset(),
+    price: float | None = None,
+    currency: str = "USD",
+) -> CostEstimate:
+    """The plan's ``CostEstimate`` (see the module docstring). ``restarted``: ids of in-place
+    updates that restart their workload, as the plan's ``restarts`` already says (the provider's
+    ``restarts_on_update``), so cost and restarts never disagree."""
     result = CostEstimate(price=price, currency=currency, serving_gpus=gpus_after if serving else 0)
     for change in changes:
-        starts = change.action in ("create", "replace") or (change.action == "update" and _restarts(change))
+        starts = change.action in ("create", "replace") or (change.action == "update" and change.resource_id in restarted)
         desired = change.desired
         if starts and desired is not None and desired.workload and desired.gpus and not serving:
             hours = limit_of(desired) if limit_of is not None else None
@@ -107,11 +118,6 @@ def estimate(changes: list[Change], gpus_after: int, *, serving: bool, limit_of:
             if running and not current.status.get("finished") and isinstance(elapsed, (int, float)) and elapsed > 0:
                 result.lost.append(LostProgress(change.resource_id, current.gpus, float(elapsed)))
     return result
-
-
-def _restarts(change: Change) -> bool:
-    current = change.current
-    return current is not None and bool(current.status.get("finished"))
 
 
 def _hours(value: float) -> str:

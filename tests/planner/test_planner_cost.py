@@ -47,3 +47,10 @@ def test_serving_is_shown_per_day_for_the_whole_stack() -> None:
     cost = estimate([Change("create", "job/decode-0", job("decode-0"), None)], 32, serving=True, limit_of=hours, price=1.0, currency="EUR")
     assert cost.lines() == ["Cost: serving holds 32 GPU(s) = 768 GPU-hours per day ≈ 768.00 EUR"]
     assert cost.committed_gpu_hours == 0
+
+
+def test_an_update_commits_gpus_only_when_the_plan_says_it_restarts_the_workload() -> None:
+    finished = job("train", finished=True)
+    update = Change("update", "job/train", job("train"), finished)
+    assert estimate([update], 8, serving=False, limit_of=hours).committed_gpu_hours == 0
+    assert estimate([update], 8, serving=False, limit_of=hours, restarted=frozenset({"job/train"})).committed_gpu_hours == 192
