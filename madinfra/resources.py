@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Protocol, runtime_checkable
 
 from madinfra.config.schema import StackSpec
 from madinfra.launchers.model import LaunchPlan
+
+if TYPE_CHECKING:
+    from madinfra.logs import LogLine, LogQuery
 
 
 @dataclass(frozen=True)
@@ -144,3 +147,18 @@ class Provider(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+class LogsProvider(Protocol):
+    """The optional part of a provider behind ``madinfra logs`` (``madinfra.logs`` holds the
+    contract's types and helpers). Optional, so a target without it still plans and applies:
+    the CLI looks it up with ``getattr`` and says in one sentence when a target has none.
+    Kept out of ``Provider`` because that protocol is runtime-checkable, and every one of its
+    members would become mandatory for ``isinstance``."""
+
+    def logs(self, spec: StackSpec, desired: list[Resource], query: LogQuery) -> Iterator[LogLine]:
+        """Lines of the stack's processes in time order, each with its role and rank (the node
+        rank within the role; for a pool of independent replicas, the replica index); ``desired``
+        is what ``desired()`` returned for ``spec``. Finished runs are read too, as long as the
+        target keeps their output. With ``query.follow`` lines are yielded as they arrive, and
+        the iterator ends once every process it follows has ended."""

@@ -8,6 +8,7 @@ instead of through the kubernetes client.
     k8s_sandbox_api.py --kubeconfig F create-nodes --amd N --nvidia M
     k8s_sandbox_api.py --kubeconfig F wait --amd N --nvidia M [--timeout S]
     k8s_sandbox_api.py --kubeconfig F check --amd N --nvidia M [--verbose]
+    k8s_sandbox_api.py --kubeconfig F create-logs-crd [--timeout S]
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 NODE_SIZE = {"cpu": "128", "memory": "1Ti", "pods": "110", "ephemeral-storage": "1Ti"}
 GPUS_PER_NODE = "8"
 VENDOR_RESOURCES = {"amd": "amd.com/gpu", "nvidia": "nvidia.com/gpu"}
+KWOK_HOST = "127.0.0.1"
+"""Every fake node's InternalIP: where the API server finds KWOK's kubelet-like server."""
 
 
 @dataclass
@@ -123,6 +126,76 @@ def create_storage_class(cluster: Cluster) -> None:
         raise SystemExit(f"creating StorageClass kwok-volume failed ({code}): {answer}")
 
 
+# KWOK's Logs kind (kwok.x-k8s.io/v1alpha1), defined here from its documented fields: KWOK started
+# with --enable-crds=Logs watches these objects and serves a pod's container log from the file one
+# names (``kubectl logs`` through the API server), so a test can give each pod output of its own.
+LOGS_CRD_NAME = "logs.kwok.x-k8s.io"
+LOGS_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": LOGS_CRD_NAME},
+    "spec": {
+        "group": "kwok.x-k8s.io",
+        "scope": "Namespaced",
+        "names": {"kind": "Logs", "listKind": "LogsList", "plural": "logs", "singular": "logs"},
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "required": ["spec"],
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["logs"],
+                                "properties": {
+                                    "logs": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "containers": {"type": "array", "items": {"type": "string"}},
+                                                "logsFile": {"type": "string"},
+                                                "previousLogsFile": {"type": "string"},
+                                                "follow": {"type": "boolean"},
+                                            },
+                                        },
+                                    }
+                                },
+                            },
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def create_logs_crd(cluster: Cluster, timeout: float) -> bool:
+    """Create the Logs CRD and wait until it is Established (KWOK lists it when it starts)."""
+    code, answer = cluster.call("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", LOGS_CRD)
+    if code not in (201, 409):
+        raise SystemExit(f"creating CRD {LOGS_CRD_NAME} failed ({code}): {answer}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if logs_crd_established(cluster):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def logs_crd_established(cluster: Cluster) -> bool:
+    code, crd = cluster.call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{LOGS_CRD_NAME}")
+    conditions = ((crd.get("status") or {}).get("conditions") or []) if code == 200 and isinstance(crd, dict) else []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
 def problems(cluster: Cluster, amd: int, nvidia: int) -> list[str]:
     """Everything that keeps the cluster from being usable, as sentences (empty: usable)."""
     out: list[str] = []
@@ -145,6 +218,13 @@ def problems(cluster: Cluster, amd: int, nvidia: int) -> list[str]:
             out.append(f"node {name} not Ready")
         if gpus != GPUS_PER_NODE:
             out.append(f"node {name} has {gpus} {VENDOR_RESOURCES[vendor]} allocatable, not {GPUS_PER_NODE}")
+        status = node.get("status") or {}
+        internal = [a.get("address") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"]
+        port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+        if ready and (internal != [KWOK_HOST] or not port):
+            out.append(f"node {name} is at {internal}:{port}, not at KWOK's server on {KWOK_HOST} (pod logs would not reach it)")
+    if not logs_crd_established(cluster):
+        out.append(f"CRD {LOGS_CRD_NAME} missing (pod logs are served from Logs objects)")
     code, _ = cluster.call("GET", "/api/v1/namespaces/default/serviceaccounts/default")
     if code != 200:
         out.append("ServiceAccount default/default not created yet (kube-controller-manager)")
@@ -168,6 +248,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--kubeconfig", required=True)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("create-storage-class")
+    crd = sub.add_parser("create-logs-crd")
+    crd.add_argument("--timeout", type=float, default=60)
     ready = sub.add_parser("wait-readyz")
     ready.add_argument("--timeout", type=float, default=60)
     for name in ("create-nodes", "wait", "check"):
@@ -180,6 +262,8 @@ def main(argv: list[str]) -> int:
     cluster = Cluster.from_kubeconfig(args.kubeconfig)
     if args.command == "wait-readyz":
         return 0 if wait_readyz(cluster, args.timeout) else 1
+    if args.command == "create-logs-crd":
+        return 0 if create_logs_crd(cluster, args.timeout) else 1
     if args.command == "create-storage-class":
         create_storage_class(cluster)
         return 0

@@ -24,10 +24,11 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from madinfra.cli import engine_cmds, stack_cmds
+    from madinfra.cli import engine_cmds, logs_cmd, stack_cmds
 
     stack_cmds.register(app)
     engine_cmds.register(app)
+    logs_cmd.register(app)
 
 
 _register_commands()

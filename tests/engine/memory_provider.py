@@ -7,7 +7,8 @@ clusters return them: server-owned fields filled in, env lists reordered, ``None
 
 Knobs (keys of the store): ``fail`` {resource id: message} fails any change of that resource,
 ``sleep`` {resource id: seconds} sleeps before changing it, ``auto_running`` marks created
-workloads RUNNING, ``calls`` logs every operation (read/create/update/delete).
+workloads RUNNING, ``calls`` logs every operation (read/create/update/delete), ``logs`` holds
+the processes' output lines for ``madinfra logs`` (``[role, rank, time, text]``).
 """
 
 from __future__ import annotations
@@ -164,6 +165,19 @@ class MemoryProvider:
             if resource.kind == "mem_service":
                 return {"endpoint": f"http://{resource.name}.memory:{resource.spec['spec']['port']}/v1"}
         return {}
+
+    def logs(self, spec: Any, desired: list[Resource], query: Any) -> Any:
+        """The store's ``logs`` (``[role, rank, time, text]`` in the order written) as the
+        contract (``madinfra.logs``) asks: per (role, rank) ``select``, then merged."""
+        from madinfra.logs import LogLine, merge, select
+
+        self.store.reload()
+        self._log("logs", spec.name)
+        streams: dict[tuple[str, int], list[LogLine]] = {}
+        for role, rank, when, text in self.store.data.get("logs", []):
+            if query.wants(role, rank):
+                streams.setdefault((role, rank), []).append(LogLine(role, rank, text, when))
+        return merge(select(streams[key], query) for key in sorted(streams))
 
     def close(self) -> None:
         self.closed = True

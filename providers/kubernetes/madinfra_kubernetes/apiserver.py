@@ -8,13 +8,15 @@ one sentence.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
+import socket
 import ssl
 import tempfile
 import threading
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlencode, urlsplit
 
 from madinfra_kubernetes.kubeconfig import Credentials
@@ -126,8 +128,76 @@ class ApiServer:
             message = response.reason or data.decode("utf-8", "replace")[:200]
         raise ApiError(response.status, message)
 
+    def stream(self, path: str, query: dict[str, str] | None = None, timeout: float | None = READ_TIMEOUT) -> "Stream":
+        """A GET whose answer is read line by line, on a connection of its own: pod logs are
+        text, not JSON, and with ``follow`` they never end, so they cannot hold the shared
+        kept-alive connection. ``timeout`` None: block until data or ``Stream.close``.
+        Raises ApiError like ``request``."""
+        target = self.base_path + path + (("?" + urlencode(query)) if query else "")
+        if self.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(self.host, self.port, context=self._context, timeout=CONNECT_TIMEOUT)
+            if self.creds.tls_server_name:
+                conn._server_hostname = self.creds.tls_server_name  # type: ignore[attr-defined]
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=CONNECT_TIMEOUT)
+        try:
+            self.calls += 1
+            headers = {**self._headers(None, ""), "Accept": "*/*"}
+            conn.request("GET", target, headers=headers)
+            sock = conn.sock  # kept: http.client hands it to the response when it will close
+            if sock is not None:
+                sock.settimeout(timeout)
+            response = conn.getresponse()
+        except (http.client.HTTPException, OSError) as exc:
+            conn.close()
+            raise ApiError(None, f"{exc.__class__.__name__}: {exc}") from None
+        if not 200 <= response.status < 300:
+            data = response.read()
+            conn.close()
+            try:
+                message = json.loads(data).get("message") or response.reason
+            except ValueError:
+                message = data.decode("utf-8", "replace").strip()[:200] or response.reason
+            raise ApiError(response.status, message)
+        return Stream(conn, response, sock)
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+class Stream:
+    """An answer being read line by line (``ApiServer.stream``); ``close`` may be called from
+    another thread and ends a read blocked in ``lines`` (the socket is shut down first, since
+    closing a file object does not wake a thread waiting in recv)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, sock: socket.socket | None):
+        self._conn = conn
+        self._response = response
+        self._sock = sock
+        self._closed = False
+
+    def lines(self) -> Iterator[bytes]:
+        """Each line with its newline (the last one may lack it), until the answer ends or
+        ``close`` is called; a connection that breaks otherwise raises ApiError (status None),
+        so a cut-off answer is never mistaken for its end."""
+        while True:
+            try:
+                line = self._response.readline()
+            except (http.client.HTTPException, OSError, ValueError, AttributeError) as exc:
+                if self._closed:
+                    return
+                raise ApiError(None, f"{exc.__class__.__name__}: {exc}") from None
+            if not line:
+                return
+            yield line
+
+    def close(self) -> None:
+        self._closed = True
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+        self._response.close()
+        self._conn.close()

@@ -462,6 +462,16 @@ class KubernetesProvider:
         if failures:
             raise ProviderError(f"destroy of stack '{stack}' incomplete: {'; '.join(failures)}")
 
+    def logs(self, spec: StackSpec, desired: list[Resource], query: Any) -> Any:
+        """``madinfra logs``: ``query`` a madinfra.logs.LogQuery, an iterator of LogLine back: the
+        roles' pod output through the pod log API, by role and rank (a Job's completion index, a
+        StatefulSet's ordinal, a Deployment's replicas by creation order), in time order; see
+        logs.py and log_follow.py (madinfra.logs is imported there, not by every command)."""
+        from madinfra_kubernetes.logs import read_logs
+
+        self.bind(spec)
+        return read_logs(self.api(), spec, desired, query)
+
     def close(self) -> None:
         if self._api is not None and hasattr(self._api, "close"):
             self._api.close()

@@ -371,13 +371,19 @@ class SlurmConnection:
 
     # -- commands and files -----------------------------------------------------------------
 
-    def run(self, command: str, *, what: str, timeout: float | None = None, idempotent: bool = True) -> CommandResult:
+    def run(self, command: str, *, what: str, timeout: float | None = None, idempotent: bool = True, encoding: str | None = None) -> CommandResult:
         """Run one shell command; non-zero exits are returned, not raised, except the transient
         ones (a connection that closed mid-command, a busy or unreachable Slurm controller),
-        which are retried. A command that must not run twice (``idempotent=False``) is tried once."""
+        which are retried. A command that must not run twice (``idempotent=False``) is tried once.
+
+        ``encoding`` decodes the output (default: the local one, UTF-8). Invoke decodes each
+        read chunk on its own, replacing what it cannot decode, so a multi-byte character split
+        between chunks is lost; ``latin-1`` maps every byte to one character, which lets a
+        caller that needs the exact bytes (job output, ``logs.py``) have them back."""
+        extra = {"encoding": encoding} if encoding else {}
 
         def operation(conn: Any) -> CommandResult:
-            raw = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout or self.command_timeout)
+            raw = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout or self.command_timeout, **extra)
             result = CommandResult(command, raw.stdout or "", raw.stderr or "", raw.exited)
             if result.exited == NO_EXIT_STATUS:
                 raise Transient(

@@ -16,7 +16,9 @@ image's ``%environment`` win, podman passes nothing unless asked, enroot merges 
 env. ``docker_env_vars`` are part of the literal env (over ``env_vars``, as ``docker run -e``
 would; see ``launchers.common.finish``), so they arrive through the same file.
 
-Runtimes and their lines:
+Runtimes and their lines (each ``srun`` below is the prefix ``scripts.py`` passes in,
+``madinfra_step srun --label ...``, so a step's output is labelled and timed as on the bare
+host: ``logformat.py``):
 
 - ``pyxis``: pyxis is an ``srun`` plugin, so stage 1 is its own step (plain ``srun bash -c``)
   and stage 2 is ``srun --container-image=IMAGE --container-mounts=SRC:DST,...

@@ -57,11 +57,12 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from madinfra.config.schema import HealthCheck, StackSpec
 from madinfra.errors import ProviderError, TransientProviderError
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
+from madinfra.logs import LogLine, LogQuery
 from madinfra.resources import Change, ProgressCallback, ProviderOptions, RecordCallback, Resource, UpdateRules
 from madinfra.rollout import RolloutPlan, limits_for
 from madinfra_slurm import files as local_files
@@ -857,6 +858,15 @@ class SlurmProvider:
         host = job.status["nodes"][0]
         api_path = spec.service.api_path if spec.service is not None else "/v1"
         return {"endpoint": f"http://{addresses.get(host, host)}:{port}{api_path}"}
+
+    # -- logs -------------------------------------------------------------------------------
+
+    def logs(self, spec: StackSpec, desired: list[Resource], query: LogQuery) -> Iterator[LogLine]:
+        """``madinfra logs``: the jobs' output files over this provider's SSH connection, per
+        role and rank in time order; with ``query.follow`` until the jobs end (``logs.py``)."""
+        from madinfra_slurm import logs
+
+        return logs.read_logs(self.connection, spec, desired, query, sleep=self._sleep, poll_interval=self.poll_interval)
 
 
 def _raises_time(before: Any, after: Any) -> bool:

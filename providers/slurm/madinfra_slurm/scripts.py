@@ -7,7 +7,8 @@ Layout of a generated script::
     #SBATCH --ntasks-per-node=1 / --output / --error / --mail-*      (fixed part)
     set -eo pipefail, module load, MADINFRA_WORKDIR, cd, end-marker trap (training only),
     MADINFRA_RESULTS_DIR (slurm.results_dir), secrets, literal env (with slurm.network_interface)
-    srun ... bash -c '<per-task script: . topology.env, runtime env, unset, command>'
+    madinfra_stamp / madinfra_step definitions and the log header (logformat.py)
+    madinfra_step srun --label ... bash -c '<per-task script: . topology.env, runtime env, unset, command>'
     (with slurm.container: the same, split between the node and the image; see containers.py)
 
 What the madengine-compatible ``slurm`` settings become here (``unsupported.py`` refuses the
@@ -24,7 +25,9 @@ ones madinfra does not carry out):
   (including the multi-node preset's ``eth0``); only ``roles.<role>.env`` overrides it.
 - ``output_dir``: sbatch output stays in ``logs/`` under the stack's directory (the provider and
   the error messages of apply point there); moving it is done with ``remote_dir`` or
-  ``shared_workspace``, and other values are refused at validate.
+  ``shared_workspace``, and other values are refused at validate. Every line there carries the
+  UTC time and the task (node rank) that wrote it, stdout and stderr apart (``logformat.py``;
+  ``madinfra logs`` reads them).
 
 The ``#SBATCH`` lines of the options that ``Resource.spec`` diffs one by one (name, partition,
 nodes, GPUs, time, ...) are left out of ``script_sha256``; everything else (fixed header and
@@ -51,7 +54,7 @@ from madinfra.config.option_words import option_word_problem
 from madinfra.config.schema import StackSpec
 from madinfra.errors import ConfigError
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
-from madinfra_slurm import containers, markers, units
+from madinfra_slurm import containers, logformat, markers, units
 
 KIND = "slurm/Job"
 LOG_DIR = "logs"
@@ -70,8 +73,10 @@ SHARED_DATA_ENV = "MADINFRA_SHARED_DATA"
 """Where ``slurm.results_dir`` is exported to the workload (absolute once the job runs)."""
 NETWORK_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
 """The variables ``slurm.network_interface`` sets, the two madengine's job template exports."""
-SRUN = "srun --ntasks-per-node=1 --kill-on-bad-exit=1"
-"""Every job step's prefix: one task per node over the whole allocation."""
+SRUN = "srun --label --ntasks-per-node=1 --kill-on-bad-exit=1"
+"""Every job step: one task per node over the whole allocation, each output line labelled with
+its task id (the node rank); run under ``logformat.STEP``, which stamps the time."""
+STEP_SRUN = f"{logformat.STEP} {SRUN}"
 COMMENT_PREFIX = "madinfra:"
 DEFAULTED_OPTIONS = ("exclusive", "qos", "account", "mem")
 """Options a cluster fills with its own default when a job does not ask (``squeue`` then shows
@@ -403,10 +408,11 @@ def body_lines(
     for name in sorted(env):
         lines.append(f"export {name}={shlex.quote(env[name])}")
     container = containers.container_for(spec, shell_path)
+    lines += logformat.script_lines()
     if container is None:
         # No --nodes/--ntasks: the step spans the whole allocation, so a pending job's node count
         # can still change with scontrol update without the script (and its hash) changing.
-        lines.append(f"{SRUN} bash -c {shlex.quote(task_script(role, topology=bool(launch.topology_env)))}")
+        lines.append(f"{STEP_SRUN} bash -c {shlex.quote(task_script(role, topology=bool(launch.topology_env)))}")
         return lines
     extra = ([RESULTS_ENV] if results is not None else []) + sorted(secret_names(spec, secret_digests))
     lines += containers.srun_lines(
@@ -414,7 +420,7 @@ def body_lines(
         launch,
         role,
         container,
-        srun=SRUN,
+        srun=STEP_SRUN,
         topology_source=TOPOLOGY_SOURCE if launch.topology_env else None,
         literal_env=sorted(env),
         extra_names=extra,

@@ -177,7 +177,7 @@ def test_rendered_lines_per_runtime(launcher: str | None) -> None:
             text = "\n".join(srun)
             for word in expected:
                 assert word in text, f"{runtime}/{launcher}: {word!r} missing in {text}"
-            steps = [line for line in job.script.splitlines() if line.startswith("srun ")]
+            steps = [line for line in job.script.splitlines() if line.startswith(f"{scripts.STEP_SRUN} ")]
             assert len(steps) == (2 if runtime == "pyxis" else 1), "pyxis evaluates the node env in a step of its own"
 
 
@@ -318,12 +318,12 @@ def test_the_comment_records_the_image_a_job_runs() -> None:
 
 
 def test_without_an_image_the_script_is_what_madinfra_always_wrote() -> None:
-    """Runtime ``none`` (the default without an image) keeps today's single ``srun bash -c``."""
+    """Runtime ``none`` (the default without an image) keeps the single ``srun bash -c`` step."""
     bare = base_stack("torchrun", None, model={"script": "run.sh", "image": None})
     explicit = base_stack("torchrun", "none", model={"script": "run.sh", "image": IMAGE})
     for stack in (bare, explicit):
         script = jobs(resolve(stack, source="test"))["worker"].script
-        steps = [line for line in script.splitlines() if line.startswith("srun ")]
+        steps = [line for line in script.splitlines() if line.startswith(f"{scripts.STEP_SRUN} ")]
         assert len(steps) == 1 and "container" not in script and "taskenv" not in script
     assert jobs(resolve(bare, source="test"))["worker"].script_sha256 == jobs(resolve(explicit, source="test"))["worker"].script_sha256
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from madinfra_slurm import logformat
 from tests_support import ROOT
 
 pytestmark = pytest.mark.slurm
@@ -143,8 +144,11 @@ def test_torchrun_all_reduce_across_two_nodes(sandbox_stack) -> None:
     log = f"{stack.remote_dir()}/logs/madinfra.{stack.name}.worker_{job_id}.out"
     deadline = time.monotonic() + 150
     lines: list[str] = []
+    tasks: list[int | None] = []
     while time.monotonic() < deadline:
-        lines = [line for line in stack.sandbox.ssh(f"cat {log}").stdout.splitlines() if line.startswith("allreduce ")]
+        # Each line of the file is "<UTC time> <task>: <text>" (madinfra_slurm/logformat.py).
+        raw = [line for line in logformat.Reader().feed(stack.sandbox.ssh(f"cat {log}").stdout.encode(), final=True) if line.text.startswith("allreduce ")]
+        lines, tasks = [line.text for line in raw], [line.task for line in raw]
         if len(lines) == 2 or not stack.jobs():
             break
         time.sleep(2)
@@ -152,6 +156,7 @@ def test_torchrun_all_reduce_across_two_nodes(sandbox_stack) -> None:
     assert len(lines) == 2, f"expected one line per rank in {log}, got {lines}; stderr:\n{errors}"
     by_rank = {line.split()[1]: line for line in lines}
     assert set(by_rank) == {"rank=0", "rank=1"}
+    assert {f"rank={task}" for task in tasks} == set(by_rank), "srun labels each line with the task (node rank) that wrote it"
     for line in lines:
         assert "world=2" in line and "value=3 expected=3 OK" in line, line
     assert len({line.split()[3] for line in lines}) == 2, "the two ranks must run on two different nodes"
