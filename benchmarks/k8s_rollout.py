@@ -4,7 +4,9 @@ no ready replica on the way.
 One disaggregated SGLang stack (1 proxy + 1 prefill + 3 decode pods, 8 fake AMD GPUs per server
 pod, as stacks/sandbox/k8s-sglang-disagg.yaml) goes through, with the real ``madinfra apply``:
 decode 3 -> 2, decode 2 -> 3, a new image rolled with surge (the cluster has room), and a new image
-rolled without surge (``service.rollout.max_surge: 0``). While each apply runs, a thread lists the
+rolled without surge (``service.rollout.max_surge: 0``), and a ``--page-size`` change (a KV cache
+layout change: both pools are replaced together, so their zero-ready time is the downtime the
+plan warns about, and the proxy names absent pods meanwhile). While each apply runs, a thread lists the
 stack's pods every 0.1 s and records:
 
 - *serving after*: seconds from apply start until the new topology serves, i.e. every proxy pod
@@ -42,10 +44,12 @@ URL = re.compile(r"http://([a-z0-9-]+-(?:prefill|decode)-\d+)\.")
 POLL = 0.1
 
 
-def stack_spec(name: str, nnodes: int, image: str, max_surge: int = 1) -> dict[str, Any]:
+def stack_spec(name: str, nnodes: int, image: str, max_surge: int = 1, args: list[str] | None = None) -> dict[str, Any]:
     spec = yaml.safe_load((ROOT / "stacks" / "sandbox" / "k8s-sglang-disagg.yaml").read_text())
     spec["name"] = name
     spec["model"]["image"] = image
+    if args:
+        spec["model"]["args"] = args
     spec["distributed"]["nnodes"] = nnodes
     spec["service"]["rollout"] = {"max_surge": max_surge, "max_unavailable": 1}
     return spec
@@ -143,6 +147,7 @@ def main() -> None:
         ("decode 2 -> 3", 5, "rocm/sgl-dev:latest", 1),
         ("new image, surge 1", 5, "rocm/sgl-dev:v2", 1),
         ("new image, max_surge 0", 5, "rocm/sgl-dev:v3", 0),
+        ("--page-size 32: both pools together", 5, "rocm/sgl-dev:v3", 0, ["--page-size", "32"]),
     ]
     rows = []
     with tempfile.TemporaryDirectory(prefix="madinfra-k8s-rollout-") as tmp:
@@ -156,8 +161,8 @@ def main() -> None:
             return
         rows.append(["create 1+1+3", "", "ok", f"{seconds:.1f}", "", "", ""])
         try:
-            for label, nnodes, image, surge in steps:
-                stack_file.write_text(yaml.safe_dump(stack_spec(name, nnodes, image, surge)))
+            for label, nnodes, image, surge, *args in steps:
+                stack_file.write_text(yaml.safe_dump(stack_spec(name, nnodes, image, surge, args[0] if args else None)))
                 lines = pool_lines(workdir, stack_file)
                 watcher = Watcher(api, name, final_pods(name, nnodes), image)
                 thread = threading.Thread(target=watcher.run, daemon=True)

@@ -3,7 +3,9 @@
 One stack of stand-in servers (the e2e tests' ``standin_server.py`` for the pools, madinfra's own
 generated proxy around the stand-in mini_lb, copied from tests/providers/slurm) goes through, with
 the real ``madinfra`` CLI: create (1 proxy + 1 prefill + 3 decode replicas, 1 GPU each), decode
-3 -> 2, decode 2 -> 3, an env change rolled with surge 1, then destroy. Each step's wall time is
+3 -> 2, decode 2 -> 3, an env change rolled with surge 1, a ``--page-size`` change of both pools
+(a KV cache layout change: both pools replaced together, so the proxy must never list old and new
+replicas at once, and serves nothing in between), then destroy. Each step's wall time is
 printed, with the plan's pool line, so the cost of draining (the proxy's acknowledgement) and of
 each replica's health check can be read off. During every apply a thread polls the proxy's own
 endpoint list (the stand-in mini_lb's ``/endpoints``, every 0.1 s) and measures the time from
@@ -39,7 +41,7 @@ from _common import SANDBOX_TARGET, header, table
 
 HERE = Path(__file__).resolve().parent
 STANDINS = HERE.parent / "tests" / "providers" / "slurm"
-STEPS = ("create 1+3", "decode 3 -> 2", "decode 2 -> 3", "roll decode (surge 1)", "destroy")
+STEPS = ("create 1+3", "decode 3 -> 2", "decode 2 -> 3", "roll decode (surge 1)", "KV layout change (both pools together)", "destroy")
 
 
 def free_port() -> int:
@@ -48,13 +50,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stack(name: str, port: int, decode: int, version: str = "1") -> dict[str, Any]:
+def stack(name: str, port: int, decode: int, version: str = "1", page_size: int = 16) -> dict[str, Any]:
     """The e2e tests' surge stack (``serving_support.serving``), self-contained."""
     health = (
         f'd="$HOME/.madinfra/{name}/standin"; f="$d/$SLURM_JOB_ID.0.port"; [ -s "$f" ] &&'
         ' curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$(cat "$f")/health"'
     )
-    pool = 'exec python3 standin_server.py --role {role} --port 0 --port-dir "$MADINFRA_WORKDIR/standin" --ready-after 1'
+    pool = 'exec python3 standin_server.py --role {role} --port 0 --port-dir "$MADINFRA_WORKDIR/standin" --ready-after 1 --page-size ' + str(page_size)
     nnodes = 2 + decode
     return {
         "name": name,
@@ -102,6 +104,10 @@ class ProxyWatch:
         self.serving_at: float | None = None
         self.zero: dict[str, float] = {pool: 0.0 for pool in final}
         self.silent = 0.0
+        self.first_jobs: set[str] | None = None
+        self.mixed = 0
+        """Samples in which the proxy listed jobs of before the apply and jobs started by it at
+        once (after a KV layout change: old prefill with new decode; the goal is 0)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -129,6 +135,11 @@ class ProxyWatch:
                 if not seen.get(pool):
                     self.zero[pool] += step
             counts = {pool: len(seen.get(pool) or []) for pool in self.final}
+            every = {job for pool in self.final for job in (seen.get("jobs") or {}).get(pool, [])}
+            if self.first_jobs is None:
+                self.first_jobs = every
+            elif every & self.first_jobs and every - self.first_jobs:
+                self.mixed += 1
             jobs = set((seen.get("jobs") or {}).get(self.rolled, [])) if self.rolled else set()
             if self.old_jobs is None:
                 self.old_jobs = jobs
@@ -154,10 +165,10 @@ def one_round() -> tuple[dict[str, float], dict[str, str], dict[str, ProxyWatch]
         workdir = Path(tmp)
         install(workdir)
         path = workdir / "stack.yaml"
-        variants = [(STEPS[0], 3, "1"), (STEPS[1], 2, "1"), (STEPS[2], 3, "1"), (STEPS[3], 3, "2")]
+        variants = [(STEPS[0], 3, "1", 16), (STEPS[1], 2, "1", 16), (STEPS[2], 3, "1", 16), (STEPS[3], 3, "2", 16), (STEPS[4], 3, "2", 32)]
         try:
-            for step, decode, version in variants:
-                path.write_text(yaml.safe_dump(stack(name, port, decode, version)))
+            for step, decode, version, page_size in variants:
+                path.write_text(yaml.safe_dump(stack(name, port, decode, version, page_size)))
                 lines[step] = pool_line(workdir, path)
                 start = time.perf_counter()
                 with ProxyWatch(port, {"prefill": 1, "decode": decode}, rolled="decode" if version != "1" else None) as watch:
@@ -168,7 +179,7 @@ def one_round() -> tuple[dict[str, float], dict[str, str], dict[str, ProxyWatch]
         finally:
             start = time.perf_counter()
             cli(workdir, "destroy", str(path), "--yes")
-            times[STEPS[4]] = time.perf_counter() - start
+            times[STEPS[5]] = time.perf_counter() - start
     return times, lines, watches
 
 
@@ -187,6 +198,7 @@ def main() -> None:
         serving = [w.serving_at for w in watched if w.serving_at is not None]
         zero = max((max(w.zero.values()) for w in watched), default=None)
         silent = max((w.silent for w in watched), default=None)
+        mixed = max((w.mixed for w in watched), default=None)
         rows.append((
             step,
             f"{statistics.median(values):.1f}",
@@ -194,9 +206,10 @@ def main() -> None:
             f"{statistics.median(serving):.1f}" if serving else "-",
             f"{zero:.1f}" if zero is not None else "-",
             f"{silent:.1f}" if silent is not None else "-",
+            str(mixed) if mixed is not None else "-",
             results[0][1].get(step, "-"),
         ))
-    print(table(("step", "apply median s", "range s", "new topology served after s", "max s a pool had no replica in the proxy", "max s the proxy restarted", "plan's pool line"), rows))
+    print(table(("step", "apply median s", "range s", "new topology served after s", "max s a pool had no replica in the proxy", "max s the proxy did not answer", "samples listing old and new replicas", "plan's pool line"), rows))
 
 
 if __name__ == "__main__":

@@ -62,6 +62,10 @@ class Resource:
     replica: int | None = None
     """The replica number within the pool ``role`` when each replica is a resource of its own
     (a SLURM job per disaggregated pool replica); ``None`` otherwise."""
+    kv_layout: str | None = None
+    """A disaggregated serving pool's KV cache layout (``launchers.kv_layout.encode``): what the
+    stack asks for on a desired resource, what the replica was started with on a live one
+    (``None``: not a pool, or started before madinfra recorded it)."""
     provider_id: str | None = None
     status: dict[str, Any] = field(default_factory=dict)
 

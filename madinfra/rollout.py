@@ -18,7 +18,7 @@ renderers and the saved-plan check only carry them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from madinfra.config.schema import RolloutSettings, StackSpec
@@ -78,6 +78,9 @@ class PoolRollout:
     no_ready: bool = False
     """At some point of the apply the pool has no ready replica (a one-replica pool rolled
     without surge); the plan warns."""
+    together: str | None = None
+    """Why every rolled replica of this pool is replaced in one step together with the other
+    pool (a KV cache layout change, ``planner.kv_compat``); ``None``: an ordinary roll."""
 
     @property
     def batch(self) -> int:
@@ -106,6 +109,12 @@ class PoolRollout:
             out.append(f"~ {self.pool}: {self.before} -> {self.after} replicas ({'; '.join(parts)})")
         if self.rolled:
             where = f"{self.pool}[{min(self.rolled)}..{max(self.rolled)}]" if len(self.rolled) > 1 else f"{self.pool}[{self.rolled[0]}]"
+            if self.together:
+                how = "new replicas start beside the old ones, then the proxy switches" if self.surge else "old replicas stop first"
+                if not self.surge and self.no_surge_reason:
+                    how += f": {self.no_surge_reason}"
+                out.append(f"-/+ {where} replaced together with the other pool ({self.together}); {how}")
+                return out
             if self.surge:
                 how = f"rolling, surge {self.surge}"
             else:
@@ -149,8 +158,48 @@ class RolloutPlan:
             f"{p.pool}: rolling its only replica without a surge leaves the pool with no ready replica during apply"
             + (f" ({p.no_surge_reason})" if p.no_surge_reason else "")
             for p in self.pools
-            if p.no_ready
+            if p.no_ready and not p.together
         ]
+
+
+def replace_together(
+    plan: RolloutPlan, pools: Iterable[str], reason: str, gpus_before: int, gpus_after: int, room: int | None = None, not_beside: str | None = None
+) -> RolloutPlan:
+    """``plan`` with the rolls of ``pools`` made one step, together (``PoolRollout.together``).
+
+    ``room``: how many more replicas fit on the cluster now. When every rolled replica of the
+    pools fits beside the old ones, the new ones start first and the proxy switches from all old
+    to all new at once (``surge`` = the rolled replicas: the stack holds both versions' GPUs for
+    a moment); otherwise every old replica stops before any new one starts (no surge). Either
+    way no replica of either pool serves for a moment, which the plan's warning says.
+    ``not_beside``: why the target can never start them beside the old ones (then ``room`` is
+    not asked)."""
+    names = set(pools)
+    rolled = sum(len(p.rolled) for p in plan.pools if p.pool in names)
+    beside = not_beside is None and room is not None and rolled > 0 and room >= rolled
+    changed = [
+        replace(
+            p,
+            surge=len(p.rolled) if beside else 0,
+            unavailable=0 if beside else max(1, len(p.rolled)),
+            no_surge_reason=None if beside else (not_beside or _no_room_for_all(room, rolled)),
+            no_ready=True,
+            together=reason,
+        )
+        if p.pool in names and p.rolled
+        else p
+        for p in plan.pools
+    ]
+    if changed == plan.pools:
+        return plan
+    surge_gpus = sum(p.surge * p.gpus_per_replica for p in changed if p.together) + max((p.surge * p.gpus_per_replica for p in changed if not p.together), default=0)
+    return RolloutPlan(pools=changed, gpus_peak=max(gpus_before, gpus_after) + surge_gpus, gpus_free=plan.gpus_free)
+
+
+def _no_room_for_all(room: int | None, rolled: int) -> str:
+    if room is None:
+        return "the cluster's free GPUs are unknown"
+    return f"room for {room} more replica(s) now, {rolled} needed to start both pools beside the old ones"
 
 
 RoomFor = Callable[[int], "int | None"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from madinfra.launchers.common import RAY_PORT, SGLANG_PORT
+from madinfra.launchers import kv_layout
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 
 Problems = list[tuple[str, str]]
@@ -58,6 +59,7 @@ def problems(spec, launch: LaunchPlan) -> Problems:
     found += overridden_user_values(spec, launch)
     found += parallel_size_problems(spec, launch)
     found += port_problems(spec, launch)
+    found += kv_layout.mismatch(launch)
     return found
 
 

@@ -103,28 +103,32 @@ def proxy_lines(ctx: LaunchContext, prefill: int, decode: int) -> list[str]:
     polls = max(1, ctx.spec.slurm.ready_timeout // 2)
     return [
         f"for _ in $(seq {polls}); do [ -s {files[0]} ] && [ -s {files[1]} ] && break; sleep 2; done",
-        *supervise(f"{lb} --prefill $(cat {files[0]}) --decode $(cat {files[1]}) {tail}", watched, f'"{ENDPOINTS_DIR}/{ACK_FILE}"'),
+        *supervise(f"{lb} --prefill $(cat {files[0]}) --decode $(cat {files[1]}) {tail}", watched, f'"{ENDPOINTS_DIR}/{ACK_FILE}"', files),
     ]
 
 
-def supervise(proxy: str, files: list[str], ack: str) -> list[str]:
+def supervise(proxy: str, files: list[str], ack: str, required: list[str] | None = None) -> list[str]:
     """Run the proxy and restart it (inside the same SLURM job) whenever apply rewrites an
     endpoint file, so resizing one pool neither resubmits the proxy job nor touches the other
     pool. Each start writes the checksum of the files it started with to ``ack`` (atomically):
     apply waits for it before it cancels a replica it took out of a list, so the proxy never
-    routes to a cancelled replica. If the proxy exits by itself, the job ends with its exit
-    status."""
+    routes to a cancelled replica. While one of the ``required`` lists is empty (apply drained
+    a pool: both pools are replaced together, or a one-replica pool restarts) the proxy is not
+    run at all, so it refuses connections rather than route to half a stack, and the empty
+    lists are acknowledged like any others. If the proxy exits by itself, the job ends with its
+    exit status."""
+    have_all = " && ".join(f"[ -s {name} ]" for name in (required or []))
+    start = f"if {have_all}; then {proxy} & proxy_pid=$!; else proxy_pid=; fi" if have_all else f"{proxy} & proxy_pid=$!"
     return [
         f"endpoints_sum() {{ {{ cat {' '.join(files)} 2>/dev/null || true; }} | cksum; }}",
         "while true; do",
         "  seen=$(endpoints_sum)",
-        f"  {proxy} &",
-        "  proxy_pid=$!",
+        f"  {start}",
         f'  printf \'%s\\n\' "$seen" > {ack}.tmp && mv -f {ack}.tmp {ack}',
-        '  while kill -0 "$proxy_pid" 2>/dev/null && [ "$(endpoints_sum)" = "$seen" ]; do sleep 2; done',
-        '  if ! kill -0 "$proxy_pid" 2>/dev/null; then wait "$proxy_pid"; exit $?; fi',
+        '  while { [ -z "$proxy_pid" ] || kill -0 "$proxy_pid" 2>/dev/null; } && [ "$(endpoints_sum)" = "$seen" ]; do sleep 2; done',
+        '  if [ -n "$proxy_pid" ] && ! kill -0 "$proxy_pid" 2>/dev/null; then wait "$proxy_pid"; exit $?; fi',
         '  echo "madinfra: endpoint lists changed; restarting the proxy" >&2',
-        '  kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null',
+        '  if [ -n "$proxy_pid" ]; then kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null; fi',
         "done",
     ]
 

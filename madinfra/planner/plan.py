@@ -18,6 +18,7 @@ from madinfra.planner.diff import ABSENT, FieldDiff, diff_specs, flatten, format
 from madinfra.planner.normalise import canonical_json, comparable_live, normalise, overlaps, sha256_label
 from madinfra.planner.order import match_ids, order_changes, select
 from madinfra.resources import Change, FieldChange, Resource, UpdateRules
+from madinfra.planner import kv_compat
 from madinfra.planner.cost import CostEstimate
 from madinfra.rollout import PoolRollout
 
@@ -181,11 +182,16 @@ def plan(
             changes.append(Change("create", rid, desired_by_id[rid], None, reasons=[REPLACE_REQUESTED]))
             finished.remove(rid)
             notes = [n for n in notes if not n.startswith(rid + " ")]
+    found = kv_compat.together(changes)
     only = tuple(only)
     if only:
         known = list(desired) + [r for r in live if r.id not in desired_by_id]
         keep = select(only, known)
+        if found is not None:
+            kv_compat.check_only(found, set(keep), only)
         changes = [c for c in changes if c.resource_id in keep]
+    if found is not None and not any(c.resource_id in found.change_ids for c in changes):
+        found = None
     changes = order_changes(changes)
     gpus_before = sum(r.gpus for r in live)
     gpus_after = gpus_before + sum(_gpu_delta(c) for c in changes)
@@ -197,6 +203,7 @@ def plan(
         gpus_before=gpus_before,
         gpus_after=gpus_after,
         restarts=_restarts(changes, restarts_on_update),
+        warnings=[found.sentence()] if found is not None else [],
         notes=notes,
         finished=finished,
         live_fingerprint=live_fingerprint(live, rules_for),

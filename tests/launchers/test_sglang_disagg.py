@@ -129,8 +129,9 @@ def test_slurm_proxy_reads_endpoint_files_at_run_time(plan):
     assert lines[0] == CD
     assert lines[1] == f"for _ in $(seq 150); do [ -s {PREFILL_FILE} ] && [ -s {DECODE_FILE} ] && break; sleep 2; done"
     assert (
-        f"  python3 -m sglang.srt.disaggregation.mini_lb --prefill $(cat {PREFILL_FILE}) --decode $(cat {DECODE_FILE})"
-        " --host 0.0.0.0 --port 23456 &"
+        f"  if [ -s {PREFILL_FILE} ] && [ -s {DECODE_FILE} ]; then"
+        f" python3 -m sglang.srt.disaggregation.mini_lb --prefill $(cat {PREFILL_FILE}) --decode $(cat {DECODE_FILE})"
+        " --host 0.0.0.0 --port 23456 & proxy_pid=$!; else proxy_pid=; fi"
     ) in lines
 
 
@@ -169,6 +170,25 @@ def test_slurm_proxy_restarts_in_place_when_endpoint_files_change(plan, tmp_path
         assert len(runs) == 2, runs
         assert "--decode http://b:30000 http://c:30000" in runs[1]
         assert proc.poll() is None  # the job's main process kept running
+        # Both pools drained (replaced together): no router runs, the empty lists are
+        # acknowledged, and the router starts again once both lists have replicas.
+        ack = work / "endpoints" / ".proxy-seen"
+        seen = ack.read_text()
+        (work / "endpoints" / "prefill").write_text("")
+        (work / "endpoints" / "decode").write_text("")
+        deadline = time.monotonic() + 15
+        while ack.read_text() == seen and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ack.read_text() != seen
+        assert subprocess.run(["pgrep", "-s", str(proc.pid), "-f", "sleep 60"], capture_output=True).returncode == 1
+        assert starts.read_text().count("mini_lb") == 2
+        (work / "endpoints" / "prefill").write_text("http://d:30000\n")
+        (work / "endpoints" / "decode").write_text("http://e:30000\n")
+        deadline = time.monotonic() + 15
+        while starts.read_text().count("mini_lb") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "--prefill http://d:30000 --decode http://e:30000" in starts.read_text().splitlines()[2]
+        assert proc.poll() is None
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -14,7 +14,7 @@ the free GPUs are unknown instead of guessing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from madinfra.config.schema import Toleration
 
@@ -107,11 +107,12 @@ class FreeGpus:
         return sum(free // per_replica for free in self.per_node.values())
 
 
-def read_free(api: Any, resource: str, node_selector: dict[str, str], tolerations: list[Toleration]) -> FreeGpus | None:
-    """Two cluster-wide lists (Nodes, non-terminated Pods); None when either is forbidden."""
+def read_free(api: Any, resource: str, node_selector: dict[str, str], tolerations: list[Toleration], list_nodes: Callable[[], list[dict[str, Any]] | None] | None = None) -> FreeGpus | None:
+    """Two cluster-wide lists (Nodes, non-terminated Pods); None when either is forbidden.
+    ``list_nodes``: the plan's own Nodes list, when the plan already read it (``node_fit``)."""
     from madinfra_kubernetes import client as kube
 
-    nodes = kube.list_cluster_wide(api, "Node")
+    nodes = list_nodes() if list_nodes is not None else kube.list_cluster_wide(api, "Node")
     if nodes is None:
         return None
     pods = kube.list_cluster_wide(api, "Pod", "status.phase!=Succeeded,status.phase!=Failed")

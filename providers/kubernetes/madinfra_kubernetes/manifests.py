@@ -28,6 +28,7 @@ from typing import Any
 
 from madinfra.config.schema import StackSpec
 from madinfra.errors import MadinfraError
+from madinfra.launchers import kv_layout
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.naming import ROLE_LABEL, STACK_LABEL, configmap_name, dns_label, k8s_labels, label_value, service_name, workload_name
 from madinfra.resources import Resource
@@ -35,7 +36,7 @@ from madinfra_kubernetes import pod as pods
 from madinfra_kubernetes.canonical import canonical_manifest
 from madinfra_kubernetes.credentials import CREDENTIAL_KEY, credential_secret, local_credential
 from madinfra_kubernetes.identity import independent_replica, stateful_member
-from madinfra_kubernetes.objects import API_VERSIONS, ROLLS_AFTER_ANNOTATION, resource_id, to_resource
+from madinfra_kubernetes.objects import API_VERSIONS, KV_LAYOUT_ANNOTATION, ROLLS_AFTER_ANNOTATION, resource_id, to_resource
 from madinfra_kubernetes.scripts import ScriptBundle, collect
 from madinfra_kubernetes.storage import data_volume, results_volume
 from madinfra_kubernetes.topology import configmap_body, topology_configmap_name
@@ -193,9 +194,15 @@ class _Builder:
             obj = self.deployment(independent_replica(role, self.stack, self.namespace, self.user_env(role), self.k8s.cluster_domain), name)
         else:
             obj = self.statefulset(stateful_member(role, self.stack, self.namespace, self.user_env(role), self.k8s.cluster_domain), name)
+        notes = {}
         after = self.rolls_after(role)
         if after:
-            obj["metadata"]["annotations"] = {ROLLS_AFTER_ANNOTATION: ",".join(after)}
+            notes[ROLLS_AFTER_ANNOTATION] = ",".join(after)
+        layout = kv_layout.for_role(self.launch, role.role)
+        if layout is not None:
+            notes[KV_LAYOUT_ANNOTATION] = layout
+        if notes:
+            obj["metadata"]["annotations"] = notes
 
     def headless(self, role: RoleLaunch, ports: list[dict[str, Any]]) -> str:
         name = service_name(self.stack, role.role)

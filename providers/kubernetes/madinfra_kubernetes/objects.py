@@ -25,6 +25,11 @@ API_VERSIONS = {
 }
 
 ROLLS_AFTER_ANNOTATION = "madinfra.io/rolls-after"
+KV_LAYOUT_ANNOTATION = "madinfra.io/kv-layout"
+"""On a disaggregated pool's StatefulSet: the KV cache layout its pods run with
+(``madinfra.launchers.kv_layout``), read back by the live read, so a plan knows whether a change
+of the pools must replace both together. On the object, not the pod template: adding it to a
+stack applied before it existed restarts nothing."""
 """Comma-separated ids of workloads this one rolls out after (disaggregated pools, then proxy).
 An annotation, not a field of the pod template, so live objects carry the same order as desired
 ones (deletes run in reverse) and changing it restarts nothing."""
@@ -121,6 +126,7 @@ def to_resource(
         gpus=replicas(manifest) * gpus_per_pod(manifest) if workload else 0,
         workload=workload,
         role=(metadata.get("labels") or {}).get(ROLE_LABEL),
+        kv_layout=(metadata.get("annotations") or {}).get(KV_LAYOUT_ANNOTATION),
         provider_id=provider_id,
         status=dict(status or {}),
     )

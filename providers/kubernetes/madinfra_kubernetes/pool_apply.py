@@ -36,22 +36,77 @@ def gpus_of(changes: list[Change]) -> tuple[int, int]:
     return sum(c.current.gpus for c in changes if c.current is not None), sum(c.desired.gpus for c in changes if c.desired is not None)
 
 
-def rollout_plan(spec: StackSpec | None, api: Callable[[], Any], changes: list[Change], gpus_before: int, gpus_after: int) -> RolloutPlan:
-    """The plan's pools; the cluster is asked for free GPUs only when some pool changes."""
+def rollout_plan(
+    spec: StackSpec | None, api: Callable[[], Any], changes: list[Change], gpus_before: int, gpus_after: int, list_nodes: Callable[[], Any] | None = None
+) -> RolloutPlan:
+    """The plan's pools; the cluster is asked for free GPUs only when some pool changes
+    (``list_nodes``: the plan's one Nodes list, shared with the node-size check)."""
     from madinfra.config import pool_roles
     from madinfra_kubernetes.gpu_room import read_free
     from madinfra_kubernetes.pool_plan import plan_pools, pool_change
 
     if spec is None or spec.k8s is None or not pool_change(changes, pool_roles(spec)):
         return RolloutPlan()
-    free = read_free(api(), spec.k8s.gpu_resource_name, spec.k8s.node_selector, list(spec.k8s.tolerations))
+    free = read_free(api(), spec.k8s.gpu_resource_name, spec.k8s.node_selector, list(spec.k8s.tolerations), list_nodes)
     return plan_pools(spec, changes, free.room_for if free else None, free.total if free else None, gpus_before, gpus_after)
 
 
 def rolled_pools(changes: list[Change], plan: RolloutPlan) -> dict[str, PoolRollout]:
-    """Resource id -> its pool's rollout, for the pool updates whose replicas roll."""
-    rolled = {p.pool: p for p in plan.pools if p.rolled}
+    """Resource id -> its pool's rollout, for the pool updates whose replicas roll one pool at
+    a time (not ``together``: ``together_changes``)."""
+    rolled = {p.pool: p for p in plan.pools if p.rolled and not p.together}
     return {c.resource_id: rolled[c.desired.role] for c in changes if c.action == "update" and c.desired is not None and c.desired.role in rolled}
+
+
+def together_changes(changes: list[Change], plan: RolloutPlan) -> list[Change]:
+    """The pool StatefulSet updates replaced together (a KV cache layout change), in plan order."""
+    together = {p.pool for p in plan.pools if p.rolled and p.together}
+    return [c for c in changes if c.action == "update" and c.desired is not None and c.desired.role in together and c.resource_id.split("/")[1] == "StatefulSet"]
+
+
+def roll_together(provider: Any, stack: Any, program: Any, changes: list[Change], router: Any, progress: ProgressCallback, planned_up: Callable[[], None]) -> None:
+    """Replace both pools in one step (``pool_together.py``); records every change, raises after
+    recording a failure or rollback."""
+    from madinfra_kubernetes.pool_together import replace_together
+
+    spec = provider._bound("apply changes")
+    assert spec.k8s is not None
+    up = _targeted_up(provider, stack, program, progress, planned_up)
+    timeout_field = "service.health_check.timeout" if spec.is_service else "k8s.ready_timeout"
+    driver = PoolDriver(provider.api(), progress, up, provider._ready_timeout(spec), timeout_field, provider.options.rollback)
+    recorded = {}
+    for change in changes:
+        metadata = change.desired.spec["metadata"]  # type: ignore[union-attr]
+        namespace = metadata.get("namespace") or spec.k8s.namespace
+        recorded[change.resource_id] = _recorded(provider, change.resource_id, "StatefulSet", namespace, metadata["name"]) or change.current.spec  # type: ignore[union-attr]
+    failure: MadinfraError | None = None
+    try:
+        replace_together(driver, changes, recorded)
+    except MadinfraError as exc:
+        failure = exc
+    for change in changes:
+        metadata = change.desired.spec["metadata"]  # type: ignore[union-attr]
+        router.finish(change.resource_id, _live(provider, "StatefulSet", metadata.get("namespace") or spec.k8s.namespace, metadata["name"]), failure)
+    if failure is not None:
+        raise failure
+
+
+def _targeted_up(provider: Any, stack: Any, program: Any, progress: ProgressCallback, planned_up: Callable[[], None]) -> Callable[[dict[str, dict[str, Any]], bool], None]:
+    """``PoolDriver.up``: the planned step, or a quiet targeted ``up`` of the overridden objects."""
+    from madinfra_kubernetes import automation
+    from madinfra_kubernetes.program import provider_urn, resource_urn
+
+    spec = provider._bound("apply changes")
+
+    def up(overrides: dict[str, dict[str, Any]], planned: bool) -> None:
+        with program.overridden(overrides):
+            if planned:
+                planned_up()
+                return
+            quiet = automation.EventRouter([], progress, lambda *_: None, to_live_resource)
+            automation.up(stack, [provider_urn(spec.name)] + [resource_urn(spec.name, r) for r in overrides], quiet)
+
+    return up
 
 
 def settle_proxy(provider: Any, rids: list[str], progress: ProgressCallback) -> None:
@@ -99,23 +154,13 @@ def roll(
     planned_up: Callable[[], None],
 ) -> None:
     """Roll one pool change as ``plan`` says; raises after recording a failure or rollback."""
-    from madinfra_kubernetes import automation
-    from madinfra_kubernetes.program import provider_urn, resource_urn
-
     spec = provider._bound("apply changes")
     assert change.desired is not None and spec.k8s is not None
     rid = change.resource_id
     kind = rid.split("/")[1]
     metadata = change.desired.spec["metadata"]
     namespace, name = metadata.get("namespace") or spec.k8s.namespace, metadata["name"]
-
-    def up(overrides: dict[str, dict[str, Any]], planned: bool) -> None:
-        with program.overridden(overrides):
-            if planned:
-                planned_up()
-                return
-            quiet = automation.EventRouter([], progress, lambda *_: None, to_live_resource)
-            automation.up(stack, [provider_urn(spec.name)] + [resource_urn(spec.name, r) for r in overrides], quiet)
+    up = _targeted_up(provider, stack, program, progress, planned_up)
 
     timeout_field = "service.health_check.timeout" if spec.is_service else "k8s.ready_timeout"
     timeout = provider._ready_timeout(spec)

@@ -20,9 +20,14 @@ from __future__ import annotations
 from madinfra.config import pool_roles
 from madinfra.config.schema import StackSpec
 from madinfra.resources import Change
-from madinfra.rollout import PoolRollout, RolloutPlan, RoomFor, choose_strategy, limits_for
+from madinfra.planner import kv_compat
+from madinfra.rollout import PoolRollout, RolloutPlan, RoomFor, choose_strategy, limits_for, replace_together
 from madinfra_kubernetes.objects import gpus_per_pod
 from madinfra_kubernetes.rollout import is_rolling, replicas, restarts_pods
+
+
+NOT_BESIDE = "a StatefulSet's new pods take the old pods' names"
+"""Why both pools' new pods cannot start beside the old ones on Kubernetes (pool_together.py)."""
 
 
 def pool_change(changes: list[Change], pools: tuple[str, ...]) -> dict[str, Change]:
@@ -75,4 +80,8 @@ def plan_pools(spec: StackSpec, changes: list[Change], room_for: RoomFor | None,
         surge_gpus = max(surge_gpus, surge * per_replica)
     if not rollouts:
         return RolloutPlan(gpus_free=gpus_free)
-    return RolloutPlan(pools=rollouts, gpus_peak=max(gpus_before, gpus_after) + surge_gpus, gpus_free=gpus_free)
+    planned = RolloutPlan(pools=rollouts, gpus_peak=max(gpus_before, gpus_after) + surge_gpus, gpus_free=gpus_free)
+    found = kv_compat.together(changes)
+    if found is None:
+        return planned
+    return replace_together(planned, found.pools, found.reason, gpus_before, gpus_after, not_beside=NOT_BESIDE)

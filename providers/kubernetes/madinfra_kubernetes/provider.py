@@ -47,6 +47,9 @@ def _inconsistent(changes: list[Change], plan_routes: dict[str, Any], actions: d
             wrong.append(f"{change.resource_id}: the plan says {step}, Pulumi {verb} '{actual}'")
     return wrong
 
+_UNREAD = object()
+"""``KubernetesProvider._nodes`` before the Nodes were listed for the current live read."""
+
 
 class KubernetesProvider:
     """``Provider`` for ``target: k8s`` stacks (entry point ``k8s`` of the madinfra-kubernetes distribution, providers/kubernetes/pyproject.toml)."""
@@ -59,6 +62,7 @@ class KubernetesProvider:
         self._spec: StackSpec | None = None
         self._desired: list[Resource] = []
         self._live: list[Resource] | None = None
+        self._nodes: object = _UNREAD
         self._rollouts: tuple[frozenset[tuple[str, str]], RolloutPlan] | None = None
 
     # -- pure -------------------------------------------------------------------------------
@@ -117,7 +121,7 @@ class KubernetesProvider:
         changes). Kept for ``apply``, which carries out exactly this plan."""
         from madinfra_kubernetes.pool_apply import change_key, rollout_plan
 
-        result = rollout_plan(self._spec, self.api, changes, gpus_before, gpus_after)
+        result = rollout_plan(self._spec, self.api, changes, gpus_before, gpus_after, self._cluster_nodes)
         self._rollouts = (change_key(changes), result)
         return result
 
@@ -132,7 +136,30 @@ class KubernetesProvider:
         notes = rollout.warnings(changes, pool_roles(self._spec) if self._spec is not None else ())
         if self._spec is not None and self._live is not None:
             notes += disagreements(changes, known_objects(self.options.work_dir, self._spec.name), self._live)
-        return notes
+        return notes + self._node_fit(changes)
+
+    def _node_fit(self, changes: list[Change]) -> list[str]:
+        """Pods no node of the cluster could hold now (node_fit.py); asks for the Nodes only when
+        the plan starts pods with GPUs, and says nothing when RBAC forbids listing them."""
+        from madinfra_kubernetes import node_fit
+
+        spec = self._spec
+        pods = node_fit.starting_pods(changes)
+        if spec is None or spec.k8s is None or not pods:
+            return []
+        nodes = self._cluster_nodes()
+        if nodes is None:
+            return []
+        k8s = spec.k8s
+        largest = node_fit.largest_node(nodes, k8s.gpu_resource_name, k8s.node_selector, list(k8s.tolerations))
+        where = "that match k8s.node_selector and tolerate their taints" if k8s.node_selector or k8s.tolerations else "in the cluster"
+        return node_fit.warnings(pods, largest, k8s.gpu_resource_name, where)
+
+    def _cluster_nodes(self) -> list[dict[str, Any]] | None:
+        """The cluster's Nodes, listed once per live read (``None``: RBAC forbids it)."""
+        if self._nodes is _UNREAD:
+            self._nodes = kube.list_cluster_wide(self.api(), "Node")
+        return self._nodes  # type: ignore[return-value]
 
     def outputs(self, spec: StackSpec, live: list[Resource]) -> dict[str, str]:
         """``endpoint``: the OpenAI-compatible URL of an inference stack, inside the cluster.
@@ -196,6 +223,7 @@ class KubernetesProvider:
         if not found and k8s is not None and not k8s.create_namespace:
             self._require_namespace(api, k8s.namespace)
         self._live = disambiguate(found, k8s.namespace if k8s is not None else None)
+        self._nodes = _UNREAD
         return self._live
 
     def _selector(self, stack: str) -> str:
@@ -327,12 +355,21 @@ class KubernetesProvider:
         if self._rollouts is None or self._rollouts[0] != pool_apply.change_key(changes):
             self.plan_rollouts(changes, *pool_apply.gpus_of(changes))  # apply without a plan (destroy)
         pools = pool_apply.rolled_pools(changes, self._rollouts[1])  # type: ignore[index]
+        together = pool_apply.together_changes(changes, self._rollouts[1])  # type: ignore[index]
+        together_ids = {c.resource_id for c in together}
+        seen: set[str] = set()
+        rolled_together = False
         for step in rollout.steps(changes):
             if stop_requested():
                 return  # Ctrl-C: the engine reports the remaining changes as not started
-            rest = [c for c in step if c.resource_id not in pools]
+            rest = [c for c in step if c.resource_id not in pools and c.resource_id not in together_ids]
             if rest:
                 self._apply_step(stack, rest, router, progress, plan_routes)
+            seen |= {c.resource_id for c in step} & together_ids
+            if together and seen == together_ids and not rolled_together:
+                # Both pools in one step, once everything before either of them is applied.
+                rolled_together = True
+                pool_apply.roll_together(self, stack, program, together, router, progress, lambda: self._planned_up(stack, together, router, plan_routes))
             for change in (c for c in step if c.resource_id in pools):
                 pool_apply.roll(self, stack, program, change, pools[change.resource_id], router, progress, lambda c=change: self._planned_up(stack, [c], router, plan_routes))
 

@@ -44,7 +44,8 @@ from madinfra.interrupt import stop_requested
 from madinfra.launchers.sglang_disagg import ACK_FILE, watched_files
 from madinfra.resources import Change, RecordCallback, Resource
 from madinfra.config.schema import RolloutSettings
-from madinfra.rollout import PoolRollout, RolloutPlan, replica_pools
+from madinfra.planner import kv_compat
+from madinfra.rollout import PoolRollout, RolloutPlan, replace_together, replica_pools
 from madinfra.sequential import INTERRUPTED_BEFORE, ChangeSkipped, NotStarted, apply_sequentially
 from madinfra_slurm import capacity, rules, scripts, squeue, stackfiles
 from madinfra_slurm.connection import sftp_path
@@ -122,7 +123,7 @@ def rollout_plan(
             sample = sample or resource
     partition = capacity.partition_of(sample.spec, partitions) if sample is not None and partitions else None
     exclusive = bool(sample.spec.get("exclusive")) if sample is not None else False
-    return replica_pools(
+    planned = replica_pools(
         changes,
         after,
         limits,
@@ -131,6 +132,15 @@ def rollout_plan(
         gpus_after,
         room_for=lambda gpus: capacity.room(partition, gpus, exclusive),
     )
+    found = kv_compat.together(changes)
+    if found is None:
+        return planned
+    per_replica = max((p.gpus_per_replica for p in planned.pools if p.pool in found.pools), default=0)
+    room = capacity.room(partition, per_replica, exclusive) if per_replica else None
+    growth = max(0, gpus_after - gpus_before)
+    if room is not None and growth and per_replica:
+        room = max(0, room - -(-growth // per_replica))  # replicas the plan adds take room first
+    return replace_together(planned, found.pools, found.reason, gpus_before, gpus_after, room)
 
 
 def _resource(change: Change) -> Resource:
@@ -172,6 +182,9 @@ def apply_changes(provider: SlurmProvider, changes: list[Change], record: Record
     late = [c for c in rest if c not in early]
     result = apply_sequentially(early, create, update, delete, progress, record)
     blocked = set(result.failed) | set(result.skipped)
+    if any(p.together for p in rollouts.pools):
+        blocked |= _together(provider, groups, record, rollouts, blocked)
+        groups = {}
     for pool in POOLS:
         group = groups.get(pool)
         if group is None:
@@ -194,6 +207,18 @@ def apply_changes(provider: SlurmProvider, changes: list[Change], record: Record
             kept.append(change)
     if kept:
         apply_sequentially(kept, create, update, delete, progress, record)
+
+
+def _together(provider: SlurmProvider, groups: dict[str, PoolChanges], record: RecordCallback, rollouts: RolloutPlan, blocked: set[str]) -> set[str]:
+    """Both pools in one step (a KV cache layout change, ``together.py``); the ids not done."""
+    from madinfra_slurm.together import TogetherApplier
+
+    every = [c for g in groups.values() for c in g.all]
+    blocker = next(iter(sorted(set().union(*(g.depends_on() for g in groups.values())) & blocked)), None)
+    if blocker is not None or stop_requested():
+        _skip_all(every, record, blocker)
+        return {c.resource_id for c in every}
+    return TogetherApplier(provider, groups, rollouts, record).run()
 
 
 def _skip_all(changes: list[Change], record: RecordCallback, blocker: str | None) -> None:

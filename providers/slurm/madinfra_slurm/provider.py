@@ -61,6 +61,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from madinfra.config.schema import HealthCheck, StackSpec
 from madinfra.errors import ProviderError, TransientProviderError
+from madinfra.launchers import kv_layout
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.logs import LogLine, LogQuery
 from madinfra.resources import Change, ProgressCallback, ProviderOptions, RecordCallback, Resource, UpdateRules
@@ -375,6 +376,7 @@ class SlurmProvider:
             workload=True,
             role=pool or role.role,
             replica=replica,
+            kv_layout=kv_layout.for_role(launch, pool or role.role),
         )
 
     def render_files(self, resources: list[Resource]) -> dict[str, str]:

@@ -53,6 +53,7 @@ from madinfra import naming
 from madinfra.config.option_words import option_word_problem
 from madinfra.config.schema import StackSpec
 from madinfra.errors import ConfigError
+from madinfra.launchers import kv_layout
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra_slurm import containers, logformat, markers, units
 
@@ -134,16 +135,19 @@ def base_comment(stack: str, role: str) -> str:
     return f"{COMMENT_PREFIX}stack={stack};resource={resource_id(role)}"
 
 
-def full_comment(stack: str, role: str, script_sha256: str, asked: dict[str, str], image: str | None = None) -> str:
-    """What ``--comment`` carries: the base comment plus the script hash, asked-for defaults and
-    the container image (when the job runs one), so one ``squeue`` call gives the planner
-    everything it compares, and a live read can name the image a job runs."""
+def full_comment(stack: str, role: str, script_sha256: str, asked: dict[str, str], image: str | None = None, kv: str | None = None) -> str:
+    """What ``--comment`` carries: the base comment plus the script hash, asked-for defaults,
+    the container image (when the job runs one) and a disaggregated pool replica's KV cache
+    layout (``launchers.kv_layout``), so one ``squeue`` call gives the planner everything it
+    compares, and a live read can name the image and layout a job runs with."""
     comment = f"{base_comment(stack, role)};script={script_sha256}"
     for name in DEFAULTED_OPTIONS:
         if name in asked:
             comment += f";{name}={asked[name]}"
     if image is not None:
         comment += f";image={image}"
+    if kv is not None:
+        comment += f";kv={kv}"
     return comment
 
 
@@ -449,7 +453,8 @@ def render_job(
     options = job_options(spec, role)
     hashed = fixed_lines(spec) + body_lines(spec, launch, role, files_digest=files_digest, secret_digests=secret_digests)
     sha = digest(hashed)
-    comment = full_comment(spec.name, role.role, sha, options.asked_defaults, container_image(spec))
+    kv = kv_layout.for_role(launch, split_replica(role.role)[0])
+    comment = full_comment(spec.name, role.role, sha, options.asked_defaults, container_image(spec), kv)
     script = "\n".join(["#!/bin/bash", *option_lines(options, comment), *hashed]) + "\n"
     return RenderedJob(
         role=role.role,

@@ -299,6 +299,12 @@ def finished_resource(marker: EndMarker, row: JobRow, role: str) -> Resource:
     return resource
 
 
+def _kv_layout(row: JobRow) -> str | None:
+    """The KV cache layout a pool replica was submitted with (its comment's ``kv=``)."""
+    fields = scripts.parse_comment(row.comment or "")
+    return fields.get("kv") if fields else None
+
+
 def row_resource(row: JobRow, name: str, role: str) -> Resource:
     """The live Resource of one job row; ``role`` is the job's role as its name gives it, so a
     pool replica's job (``decode-2``) is the resource with role ``decode`` and replica 2."""
@@ -313,6 +319,7 @@ def row_resource(row: JobRow, name: str, role: str) -> Resource:
         workload=True,
         role=role,
         replica=replica,
+        kv_layout=_kv_layout(row),
         provider_id=row.job_id,
         status=status_of(row),
     )

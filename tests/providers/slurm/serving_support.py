@@ -60,13 +60,15 @@ def serving(
     ready_timeout: int = 15,
     env: dict[str, dict[str, str]] | None = None,
     rollout: dict[str, Any] | None = None,
+    page_size: int | None = None,
 ) -> dict[str, Any]:
     """A disaggregated stack of 1 proxy + ``prefill`` + ``decode`` one-node replicas with
-    ``gpus`` GPUs each, not exclusive; ``env`` adds env per pool (a rolling change)."""
+    ``gpus`` GPUs each, not exclusive; ``env`` adds env per pool (a rolling change);
+    ``page_size`` passes ``--page-size`` to both pools' servers (their KV cache layout)."""
     nnodes = 1 + prefill + decode
     roles: dict[str, Any] = {}
     for role in POOLS:
-        roles[role] = {"command": pool_command(role)}
+        roles[role] = {"command": pool_command(role) + (f" --page-size {page_size}" if page_size is not None else "")}
         if env and env.get(role):
             roles[role]["env"] = env[role]
     service: dict[str, Any] = {"port": port, "health_check": {"http_path": None, "command": HEALTH.format(stack=stack_name)}}
@@ -155,6 +157,8 @@ class ProxyWatch:
         self.samples = 0
         self.violations: list[str] = []
         self.seen: dict[str, set[str]] = {pool: set() for pool in POOLS}
+        self.listings: list[tuple[str, ...]] = []
+        """Every sample's listed job ids, both pools (prefill first)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -185,6 +189,7 @@ class ProxyWatch:
             if before["started"] != after["started"]:
                 continue
             self.samples += 1
+            self.listings.append(tuple(listed))
             for pool in POOLS:
                 self.seen[pool].update(before["jobs"][pool])
                 if len(before["jobs"][pool]) < self.min_ready.get(pool, 0):

@@ -52,14 +52,14 @@ def read_endpoints(directory: Path) -> dict[str, list[str]]:
     return found
 
 
-def make_handler(role: str, ready_at: float, endpoints: Path | None) -> type[BaseHTTPRequestHandler]:
+def make_handler(role: str, ready_at: float, endpoints: Path | None, page_size: str | None = None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
             if self.path == "/health":
                 ready = time.monotonic() >= ready_at and os.environ.get("STANDIN_FAIL_HEALTH") != "1"
                 self.reply(200 if ready else 503, {"status": "ok" if ready else "loading", "role": role})
             elif self.path == "/info":
-                self.reply(200, {"role": role, **{key: os.environ.get(key) for key in TOPOLOGY_KEYS}})
+                self.reply(200, {"role": role, "page_size": page_size, **{key: os.environ.get(key) for key in TOPOLOGY_KEYS}})
             elif self.path == "/endpoints" and endpoints is not None:
                 self.reply(200, read_endpoints(endpoints))
             elif self.path == "/v1/models":
@@ -97,8 +97,9 @@ def main() -> None:
     parser.add_argument("--port-dir", type=Path, required=True)
     parser.add_argument("--endpoints", type=Path)
     parser.add_argument("--ready-after", type=float, default=0.0)
+    parser.add_argument("--page-size", help="SGLang's KV cache page size, as a real server takes it; reported by /info")
     args = parser.parse_args()
-    handler = make_handler(args.role, time.monotonic() + args.ready_after, args.endpoints)
+    handler = make_handler(args.role, time.monotonic() + args.ready_after, args.endpoints, args.page_size)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     publish_port(args.port_dir, server.server_address[1])
     server.serve_forever()
