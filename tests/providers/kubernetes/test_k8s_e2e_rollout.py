@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from k8s_sandbox import K8sStack, prepare_cluster_for
+from reserved_nodes import reserved_nodes
 
 from tests_support import ROOT
 
@@ -170,12 +171,15 @@ def test_a_rolling_image_change_surges_where_the_cluster_has_room(k8s_stack: K8s
 
 
 def test_without_room_a_rolling_change_goes_one_replica_at_a_time(k8s_stack: K8sStack) -> None:
-    """On the 4 NVIDIA nodes the stack's 4 pool pods take all 32 GPUs: no surge, decode rolls
+    """On 4 NVIDIA nodes of its own the stack's 4 pool pods take all 32 GPUs: no surge, decode rolls
     one replica at a time (never fewer than 2 ready), and the plan says why and warns for the
     one-replica prefill pool."""
-    stack = k8s_stack
+    with reserved_nodes(k8s_stack.sandbox, 4) as nvidia:
+        rolls_one_at_a_time(k8s_stack, nvidia)
+
+
+def rolls_one_at_a_time(stack: K8sStack, nvidia: dict[str, Any]) -> None:
     stack.write_from(SANDBOX_DISAGG)
-    nvidia = {"gpu_resource_name": "nvidia.com/gpu", "node_selector": {"madinfra.io/gpu-vendor": "nvidia"}}
     stack.write({**stack.spec, "k8s": {**stack.spec["k8s"], **nvidia}})
     stack.apply()
     stack.write(with_image(stack.spec, "rocm/sgl-dev:v2"))
