@@ -1,6 +1,7 @@
 """Checks that the SLURM sandbox started by `scripts/slurm-sandbox up` is usable over real SSH.
 
-The sandbox is a 3-node cluster (node1..node3, 4 fake GPUs each, partition `debug`) on this
+The sandbox's default partition `debug` is node1..node3 (4 fake GPUs each; a second partition
+`pools`, node4..node6, is for tests that need a partition to themselves) on this
 host, reached through sshd on 127.0.0.1:2222. These tests assume it is already up; they skip
 only when its target file is missing. Everything goes through `ssh -F $DIR/ssh_config
 madinfra-sandbox ...`, the same path madinfra's SLURM provider takes.
@@ -99,7 +100,7 @@ def test_direct_ssh_with_target_key_and_known_hosts(target):
         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["debug*"]
+    assert proc.stdout.split() == ["debug*", "pools"]
 
 
 def test_sinfo_shows_three_nodes_with_four_gpus(target):

@@ -89,14 +89,7 @@ class TogetherApplier:
                 assert change.current is not None
                 kept[change.resource_id] = applier._keep_previous(change)
                 self.p._cancel(change.resource_id, change.current.provider_id or "")
-        submitted = {c.resource_id: a._submit(c.desired) for a, c in starting}
-        healthy: dict[str, Resource] = {}
-        failed: dict[str, Exception] = {}
-        for _, change in starting:
-            try:
-                healthy[change.resource_id] = self.p._wait_ready(change.desired, submitted[change.resource_id])
-            except Exception as exc:  # noqa: BLE001 - judged below, for both pools at once
-                failed[change.resource_id] = exc
+        submitted, healthy, failed = self._start(starting)
         if not failed:
             for applier, change in starting:
                 live = healthy[change.resource_id]
@@ -121,19 +114,25 @@ class TogetherApplier:
             applier._roll_back(change, submitted[rid], exc, kept.get(rid, False))
         return False
 
-    def _beside(self, starting: list[tuple[PoolApplier, Change]]) -> bool:
-        """With room for every new replica: they start beside the old ones; once all are
-        healthy the proxy drops the old lists (acknowledged), then gets the new ones, and the
-        old jobs are cancelled. A failure cancels the new jobs (rollback) or leaves them queued
-        beside the old ones (``--no-rollback``); the old ones never stopped either way."""
+    def _start(self, starting: list[tuple[PoolApplier, Change]]) -> tuple[dict[str, str], dict[str, Resource], dict[str, Exception]]:
+        """Submit every new replica of both pools, then wait for each: job ids, the healthy
+        ones' live jobs, and why the others failed (judged for both pools at once)."""
         submitted = {c.resource_id: a._submit(c.desired) for a, c in starting}
         healthy: dict[str, Resource] = {}
         failed: dict[str, Exception] = {}
         for _, change in starting:
             try:
                 healthy[change.resource_id] = self.p._wait_ready(change.desired, submitted[change.resource_id])
-            except Exception as exc:  # noqa: BLE001 - judged below, for both pools at once
+            except Exception as exc:  # noqa: BLE001 - every failure is reported with the pools' outcome
                 failed[change.resource_id] = exc
+        return submitted, healthy, failed
+
+    def _beside(self, starting: list[tuple[PoolApplier, Change]]) -> bool:
+        """With room for every new replica: they start beside the old ones; once all are
+        healthy the proxy drops the old lists (acknowledged), then gets the new ones, and the
+        old jobs are cancelled. A failure cancels the new jobs (rollback) or leaves them queued
+        beside the old ones (``--no-rollback``); the old ones never stopped either way."""
+        submitted, healthy, failed = self._start(starting)
         if failed:
             first = sorted(failed)[0]
             for applier, change in starting:

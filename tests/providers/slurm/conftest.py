@@ -1,7 +1,8 @@
 """Fixtures for the SLURM provider tests: stack builders (pure) and the sandbox (integration).
 
-The sandbox is the 3-node cluster ``scripts/slurm-sandbox up`` starts (node1..node3, partition
-``debug``, 4 fake GPUs per node, sshd on 127.0.0.1:2222). ``sandbox`` logs in as root, a Slurm
+The sandbox is the cluster ``scripts/slurm-sandbox up`` starts (partition ``debug``: node1..node3,
+the default; ``pools``: node4..node6, for the tests that count every free GPU of a partition and
+run beside the others; 4 fake GPUs per node, sshd on 127.0.0.1:2222). ``sandbox`` logs in as root, a Slurm
 operator; ``user_sandbox`` as ``mluser`` (``target-user.json``, sshd on port 2223), an ordinary
 user, since what Slurm refuses a user (raising a running job's time limit) root never meets.
 Each skips a test only when its target file is absent; every ``sandbox_stack`` gets a unique name, and teardown cancels whatever

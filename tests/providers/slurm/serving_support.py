@@ -61,6 +61,7 @@ def serving(
     env: dict[str, dict[str, str]] | None = None,
     rollout: dict[str, Any] | None = None,
     page_size: int | None = None,
+    partition: str = "debug",
 ) -> dict[str, Any]:
     """A disaggregated stack of 1 proxy + ``prefill`` + ``decode`` one-node replicas with
     ``gpus`` GPUs each, not exclusive; ``env`` adds env per pool (a rolling change);
@@ -75,7 +76,7 @@ def serving(
     if rollout:
         service["rollout"] = rollout
     return {
-        "slurm": {"partition": "debug", "nodes": nnodes, "gpus_per_node": gpus, "time": time_limit, "exclusive": False, "ready_timeout": ready_timeout},
+        "slurm": {"partition": partition, "nodes": nnodes, "gpus_per_node": gpus, "time": time_limit, "exclusive": False, "ready_timeout": ready_timeout},
         "distributed": {
             "launcher": "sglang-disagg",
             "nnodes": nnodes,
@@ -97,12 +98,15 @@ def get(url: str) -> Any:
 class Serving:
     """The stack under test plus what the checks need to read back."""
 
-    def __init__(self, stack, port: int):
+    def __init__(self, stack, port: int, partition: str = "debug"):
         self.stack = stack
         self.port = port
+        self.partition = partition
+        """``pools`` (the sandbox's node4..node6) for a test whose plans count every free GPU
+        of its partition: no other test's jobs run there."""
 
     def write(self, prefill: int, decode: int, **kwargs: Any) -> None:
-        self.stack.write(serving(self.stack.name, self.port, prefill, decode, **kwargs))
+        self.stack.write(serving(self.stack.name, self.port, prefill, decode, partition=self.partition, **kwargs))
 
     def plan(self, *extra: str) -> dict[str, Any]:
         return json.loads(self.stack.cli("plan", str(self.stack.path), "--json", *extra).stdout)

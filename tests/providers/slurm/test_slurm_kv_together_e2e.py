@@ -27,7 +27,7 @@ def reason(before: int, after: int) -> str:
 def new_serving(new_sandbox_stack) -> Serving:
     stack = new_sandbox_stack()
     install_standins(stack.workdir)
-    return Serving(stack, free_port())
+    return Serving(stack, free_port(), partition="pools")  # every GPU there is this test's (plans count them)
 
 
 def replicas(ids: dict[str, str]) -> set[str]:

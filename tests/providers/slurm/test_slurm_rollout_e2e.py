@@ -29,7 +29,7 @@ def replicas(ids: dict[str, str], pool: str) -> dict[str, str]:
 def new_serving(new_sandbox_stack) -> Serving:
     stack = new_sandbox_stack()
     install_standins(stack.workdir)
-    return Serving(stack, free_port())
+    return Serving(stack, free_port(), partition="pools")  # every GPU there is this test's (plans count them)
 
 
 def pool_lines(plan: dict, pool: str) -> list[str]:
