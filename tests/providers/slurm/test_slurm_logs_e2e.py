@@ -76,8 +76,11 @@ def test_a_finished_training_job_shows_every_rank_in_time_order(sandbox_stack) -
 
 
 TICKS = """
+for _ in $(seq 240); do [ -e "$MADINFRA_WORKDIR/go" ] && break; sleep 0.25; done
 for i in $(seq 1 8); do echo "rank $SLURM_PROCID tick $i"; sleep 1.5; done
 """
+"""Ticks only once the test says go (after --follow started): however slow apply and the CLI's
+start are on a loaded machine, the lines are written while --follow runs."""
 
 
 def test_follow_prints_lines_as_they_come_and_returns_when_the_job_ends(sandbox_stack) -> None:
@@ -93,6 +96,8 @@ def test_follow_prints_lines_as_they_come_and_returns_when_the_job_ends(sandbox_
         cwd=stack.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
     arrived: list[tuple[float, str]] = []
+    time.sleep(2)  # --follow is running and has read the empty files
+    stack.sandbox.check(f"touch {stack.remote_dir()}/go")
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
