@@ -98,9 +98,19 @@ def exit_at_once_on_ctrl_c() -> Any:
     return signal.signal(signal.SIGINT, leave)
 
 
+def role_nodes(launch: LaunchPlan) -> dict[str, int]:
+    """Node count per role as users name roles: a Ray cluster's head and workers are the one
+    role they serve (``server``, ranks 0 to N-1), in launch order."""
+    counts: dict[str, int] = {}
+    for role in launch.roles:
+        name = role.ray.cluster if role.ray is not None else role.role
+        counts[name] = counts.get(name, 0) + role.nodes
+    return counts
+
+
 def check_role(stack_file: Path, stack: str, launch: LaunchPlan, query: LogQuery) -> None:
     """ROLE must be one of the stack's roles (as its launcher compiles them)."""
-    roles = [r.role for r in launch.roles]
+    roles = list(role_nodes(launch))
     if query.role is not None and query.role not in roles:
         raise MadinfraError(f"{stack_file}: stack '{stack}' has no role '{query.role}' (its roles: {', '.join(roles)}); pass one of them as ROLE")
 
@@ -110,7 +120,7 @@ def check_rank(stack_file: Path, launch: LaunchPlan, desired: list[Resource], qu
     resources of their own); without ROLE, one the largest role has."""
     if query.rank is None:
         return
-    counts = {r.role: r.nodes for r in launch.roles if query.role is None or r.role == query.role}
+    counts = {name: nodes for name, nodes in role_nodes(launch).items() if query.role is None or name == query.role}
     role = max(counts, key=lambda name: counts[name])
     count = counts[role]
     if 0 <= query.rank < count:

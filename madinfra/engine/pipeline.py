@@ -171,6 +171,9 @@ def compute_plan(
     warn = getattr(provider, "plan_warnings", None)
     if callable(warn):
         result.warnings.extend(warn(result.changes))
+    note = getattr(provider, "plan_notes", None)
+    if callable(note):
+        result.notes.extend(note(result.changes))
     result.cost = _cost(spec, provider, result)
     result.warnings.extend(result.cost.warnings())
     return result

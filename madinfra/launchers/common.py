@@ -381,7 +381,7 @@ def server_lines(ctx: LaunchContext, native: str) -> tuple[str, ...]:
     return MODEL_PATH_GUARD, (f"{native} {extra}" if extra else native)
 
 
-def finish(ctx: LaunchContext, draft: RoleDraft) -> RoleLaunch:
+def finish(ctx: LaunchContext, draft: RoleDraft, *, settings_role: str | None = None, command_override: bool = True) -> RoleLaunch:
     """Merge user env (first), launcher contract (overrides it), role override env (last).
 
     User env is ``env_vars`` with ``docker_env_vars`` over it: madengine passes the latter into
@@ -391,6 +391,11 @@ def finish(ctx: LaunchContext, draft: RoleDraft) -> RoleLaunch:
 
     A user variable the launcher computes at run time or unsets is dropped from ``env``, else
     the two would fight on the node. ``roles.<role>.command`` replaces the command only.
+
+    ``settings_role`` names the ``roles.<role>`` entry when the draft is one part of a role (a
+    Ray cluster's workers take the ``server`` settings); ``command_override=False`` keeps the
+    draft's command where the launcher has already put the override in its place (the engine a
+    Ray head supervises).
     """
     runtime = dict(draft.runtime)
     unset = list(draft.unset)
@@ -398,14 +403,14 @@ def finish(ctx: LaunchContext, draft: RoleDraft) -> RoleLaunch:
     env = {k: v for k, v in user_env.items() if k not in runtime and k not in unset}
     env.update(draft.env)
     command = "\n".join(draft.lines)
-    override = ctx.spec.roles.get(draft.role)
+    override = ctx.spec.roles.get(settings_role or draft.role)
     if override is not None:
         for name, value in override.env.items():
             env[name] = value
             runtime.pop(name, None)
             if name in unset:
                 unset.remove(name)
-        if override.command:
+        if override.command and command_override:
             command = override.command
     return RoleLaunch(
         role=draft.role,

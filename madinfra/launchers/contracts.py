@@ -24,6 +24,8 @@ providers check it at plan time from their live read.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Iterable
 
 from madinfra.launchers.common import RAY_PORT, SGLANG_PORT
@@ -119,8 +121,10 @@ def parallel_size_problems(spec, launch: LaunchPlan) -> Problems:
     found: Problems = []
     total_gpus = launch.nnodes * launch.nproc_per_node
     for role in launch.roles:
-        if role.gpus_per_node == 0:
-            continue
+        if role.gpus_per_node == 0 or (role.ray is not None and role.ray.part == "workers"):
+            continue  # no GPUs, or nodes that only join the head, which runs the server
+        # The sizes the processes see include the stack's topology (a Ray cluster's PP).
+        role = dataclasses.replace(role, env={**launch.topology_env, **role.env})
         sizes, where = _parallel_sizes(spec, role)
         if not sizes:
             continue
@@ -141,6 +145,8 @@ def parallel_size_problems(spec, launch: LaunchPlan) -> Problems:
 def _server_gpus(launch: LaunchPlan, role: RoleLaunch) -> int:
     """vLLM on SLURM spans the whole allocation (TP per node, PP across nodes); every other
     server (SGLang, disaggregated pools, vLLM replicas on Kubernetes) is one node."""
+    if role.ray is not None:
+        return role.ray.nodes * role.gpus_per_node
     if launch.launcher == "vllm" and launch.target == "slurm":
         return role.nodes * role.gpus_per_node
     return role.gpus_per_node
@@ -195,8 +201,10 @@ def port_problems(spec, launch: LaunchPlan) -> Problems:
     """Ports bound on one node must differ (see the module docstring)."""
     found: Problems = []
     service_port = spec.service.port if spec.service is not None else None
-    if launch.launcher == "vllm" and (launch.nnodes > 1) and launch.service_port == RAY_PORT:
-        found.append(("service.port", f"is {RAY_PORT}, which Ray's head binds on the same node; choose another port"))
+    ray_ports = {RAY_PORT: ""} | {role.ray.dashboard_port: " for its dashboard" for role in launch.roles if role.ray is not None}
+    if launch.launcher == "vllm" and (launch.nnodes > 1) and launch.service_port in ray_ports:
+        what = ray_ports[launch.service_port]
+        found.append(("service.port", f"is {launch.service_port}, which Ray's head binds on the same node{what}; choose another port"))
     if launch.launcher == "sglang" and launch.nnodes > 1 and launch.service_port == launch.master_port:
         field = "service.port" if service_port is not None else "distributed.master_port"
         found.append((field, f"is {launch.master_port}, which is both the server's HTTP port and the NCCL init address on node 0 (distributed.master_port); choose different ports"))

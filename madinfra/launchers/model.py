@@ -16,6 +16,24 @@ Workload = Literal["training", "service"]
 
 
 @dataclass(frozen=True)
+class RayPart:
+    """What a role is in a Ray cluster madinfra forms across jobs (``ray_cluster.py``).
+
+    ``part`` is ``head`` (the GCS, the dashboard, the engine) or ``workers`` (nodes that join
+    it); ``cluster`` is the logical role both belong to (``server``: its ``roles.<role>``
+    settings and its log ranks), ``nodes`` the cluster's size and ``status_file`` where the
+    head reports itself, relative to the stack's directory. Providers put ``nodes`` out of the
+    jobs' compared specs, so resizing the workers leaves the head's job alone."""
+
+    part: Literal["head", "workers"]
+    cluster: str
+    nodes: int
+    status_file: str
+    port: int
+    dashboard_port: int
+
+
+@dataclass(frozen=True)
 class RoleLaunch:
     role: str
     nodes: int
@@ -26,6 +44,7 @@ class RoleLaunch:
     command: str
     unset_env: tuple[str, ...] = ()
     ports: dict[str, int] = field(default_factory=dict)
+    ray: RayPart | None = None
 
     @property
     def ranks(self) -> range:

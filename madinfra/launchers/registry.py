@@ -31,7 +31,7 @@ COMPILERS: dict[str | None, LauncherCompiler] = {
     "megatron": LauncherCompiler("training", megatron.roles),
     "torchtitan": LauncherCompiler("training", torchtitan.roles),
     "primus": LauncherCompiler("training", primus.roles),
-    "vllm": LauncherCompiler("service", vllm.roles, vllm.service_port),
+    "vllm": LauncherCompiler("service", vllm.roles, vllm.service_port, vllm.topology),
     "sglang": LauncherCompiler("service", sglang.roles, sglang.service_port),
     "sglang-disagg": LauncherCompiler("service", sglang_disagg.roles, sglang_disagg.service_port, sglang_disagg.topology),
 }

@@ -80,6 +80,10 @@ def _status_text(status: dict[str, Any]) -> str:
     if not status:
         return "-"
     if "state" in status:
+        cluster = status.get("ray")
+        if isinstance(cluster, dict):
+            # A Ray head's job: its cluster's health is part of its status (the provider's words).
+            return f"{status['state']}; Ray head {cluster.get('address')}: {cluster.get('health')}"
         return str(status["state"])
     return ", ".join(f"{k}={v}" for k, v in sorted(status.items()))
 

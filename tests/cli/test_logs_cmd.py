@@ -150,3 +150,18 @@ def test_a_pool_counts_replicas():
     check_rank(Path("s.yaml"), launch, desired, LogQuery(role="decode", rank=2))
     with pytest.raises(MadinfraError, match=r"^--rank 3 is out of range: role 'decode' of s.yaml has 3 replicas, 0 to 2; pass one of them$"):
         check_rank(Path("s.yaml"), launch, desired, LogQuery(role="decode", rank=3))
+
+
+def test_a_ray_cluster_is_one_role_of_all_its_nodes():
+    spec = resolve(
+        {"name": "demo", "slurm": {"nodes": 3, "partition": "p1", "gpus_per_node": 1}, "distributed": {"launcher": "vllm", "nnodes": 3, "nproc_per_node": 1}},
+        source="x",
+    )
+    launch = compile_launch(spec)
+    check_rank(Path("s.yaml"), launch, [], LogQuery(role="server", rank=2))
+    with pytest.raises(MadinfraError, match=r"^--rank 3 is out of range: role 'server' of s.yaml has 3 ranks, 0 to 2; pass one of them$"):
+        check_rank(Path("s.yaml"), launch, [], LogQuery(role="server", rank=3))
+    from madinfra.cli.logs_cmd import check_role
+
+    with pytest.raises(MadinfraError, match=r"has no role 'server-workers' \(its roles: server\)"):
+        check_role(Path("s.yaml"), "demo", launch, LogQuery(role="server-workers"))

@@ -51,7 +51,8 @@ def test_registry_covers_exactly_the_loader_launchers():
 def test_roles_and_common_contract(spec, launcher, target, multi, nproc):
     stack = spec(target, launcher, _nodes(launcher, multi), nproc, port=23456)
     p = compile(stack)
-    assert tuple(r.role for r in p.roles) == roles_for(stack)
+    # A Ray cluster's head and workers are two parts of one role (its ``roles.<role>`` settings).
+    assert tuple(dict.fromkeys(r.ray.cluster if r.ray else r.role for r in p.roles)) == roles_for(stack)
     assert (p.stack, p.target, p.launcher, p.nnodes, p.nproc_per_node, p.master_port) == (
         "demo", target, launcher, stack.distributed.nnodes, nproc, 23456,
     )
@@ -68,7 +69,11 @@ def test_roles_and_common_contract(spec, launcher, target, multi, nproc):
         assert role.env["MAD_LAUNCHER_TYPE"] == (launcher or "none")
         assert role.env["MAD_DEPLOYMENT_TYPE"] == ("kubernetes" if target == "k8s" else "slurm")
         assert ("HSA_NO_SCRATCH_RECLAIM" in role.env) == (target == "k8s")
-        assert "MASTER_ADDR" in role.env or "MASTER_ADDR" in runtime
+        if role.ray is not None and role.ray.part == "workers":
+            # The head's address, exported by the join loop from the head's status file.
+            assert "MASTER_ADDR" in role.unset_env and 'export MASTER_ADDR="${madinfra_head%:*}"' in role.command
+        else:
+            assert "MASTER_ADDR" in role.env or "MASTER_ADDR" in runtime
         assert "NODE_RANK" in role.env or "NODE_RANK" in runtime
         assert role.command.startswith(CD + "\n")
         # Providers own the work dir; a name is in exactly one place.

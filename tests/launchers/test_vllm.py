@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from madinfra.errors import MadinfraError
@@ -63,25 +65,39 @@ def test_k8s_multi_node_pods_are_independent_ray_replicas(plan):
     assert server.env["MASTER_PORT"] == "23456"
 
 
-def test_slurm_multi_node_builds_one_ray_cluster_and_only_rank_zero_serves(plan):
-    server = plan("slurm", "vllm", 2, 4).role("server")
-    runtime = dict(server.runtime_env)
-    assert _vllm(server) == ("4", "2", "ray")
-    assert runtime["VLLM_HOST_IP"] == SlurmAddressing("demo").self_ip()
-    lines = server.command.splitlines()
-    assert lines[1] == 'if [ "${SLURM_PROCID}" -eq 0 ]; then'
-    assert lines[2] == "ray stop --force; ray start --head --port=6379 --node-ip-address=${VLLM_HOST_IP} --num-gpus=4 || exit 1"
+def test_slurm_multi_node_is_a_ray_head_role_and_a_workers_role(plan):
+    p = plan("slurm", "vllm", 3, 4)
+    head, workers = p.roles
+    assert (head.role, head.nodes, head.first_rank) == ("server", 1, 0)
+    assert (workers.role, workers.nodes, workers.first_rank) == ("server-workers", 2, 1)
+    assert (head.ray.part, workers.ray.part) == ("head", "workers")
+    assert head.ray.cluster == workers.ray.cluster == "server" and head.ray.nodes == workers.ray.nodes == 3
+    assert head.ports == {"http": 8000, "ray": 6379, "ray_dashboard": 8265} and workers.ports == {}
+    # The cluster's size is the stack's topology, so resizing never touches the head's script.
+    assert p.topology_env == {"NNODES": "3", "WORLD_SIZE": "3", "MAD_TOTAL_NODES": "3", "VLLM_PIPELINE_PARALLEL_SIZE": "3"}
+    for role in (head, workers):
+        assert not set(p.topology_env) & set(role.env)
+        assert dict(role.runtime_env)["VLLM_HOST_IP"] == SlurmAddressing("demo").self_ip()
+        assert (role.env["VLLM_TENSOR_PARALLEL_SIZE"], role.env["VLLM_DISTRIBUTED_BACKEND"]) == ("4", "ray")
+    assert dict(head.runtime_env)["MASTER_ADDR"] == "${VLLM_HOST_IP}" and head.env["NODE_RANK"] == "0"
+    assert dict(workers.runtime_env)["NODE_RANK"] == "$(( 1 + ${SLURM_PROCID} ))"
     serve = (
-        'vllm serve "$MODEL_PATH" --tensor-parallel-size 4 --pipeline-parallel-size 2 --host 0.0.0.0 --port 8000'
-        " --distributed-executor-backend ray"
+        'vllm serve "$MODEL_PATH" --tensor-parallel-size 4 --pipeline-parallel-size "${VLLM_PIPELINE_PARALLEL_SIZE}"'
+        " --host 0.0.0.0 --port 8000 --distributed-executor-backend ray"
     )
-    assert lines.count(serve) == 1
-    assert lines.index(GUARD) + 1 == lines.index(serve) < lines.index("else")
-    assert lines[-2] == (
-        'ray stop --force; ray start --address="${MASTER_ADDR}:6379" --node-ip-address=${VLLM_HOST_IP} --num-gpus=4 --block'
-    )
-    assert lines[-1] == "fi"
-    assert "alive() < 2" in server.command
+    assert shlex.quote(f"{GUARD}\n{serve}") in head.command, "the engine is the supervisor's argument"
+    assert "ray start --block --disable-usage-stats --num-gpus=4" in workers.command
+    assert "ray stop" not in head.command + workers.command, "never kill other Ray processes on a shared node"
+    smaller = plan("slurm", "vllm", 2, 4).role("server")
+    assert (smaller.env, smaller.runtime_env, smaller.command) == (head.env, head.runtime_env, head.command), "the head's script does not depend on the cluster's size"
+
+
+def test_a_server_command_override_is_the_engine_the_head_runs(plan):
+    p = plan("slurm", "vllm", 2, 1, extra={"roles": {"server": {"command": "my-server --x", "env": {"A": "b"}}}})
+    head, workers = p.roles
+    assert shlex.quote("my-server --x") in head.command and "python3 -" in head.command
+    assert "my-server" not in workers.command and "ray start" in workers.command
+    assert head.env["A"] == workers.env["A"] == "b", "roles.server settings reach both parts"
 
 
 def test_backend_override(plan):

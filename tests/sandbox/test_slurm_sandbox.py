@@ -148,3 +148,12 @@ def test_time_limit_update_and_cancel(target):
     while job_field(job_id, "JobState") != "CANCELLED":
         assert time.monotonic() < deadline, "scancel did not cancel the job"
         time.sleep(0.2)
+
+
+def test_ray_for_the_ray_cluster_tests_runs_inside_a_job(target):
+    """`up` installs Ray once (ray-path names its bin directory); a job step can import it."""
+    ray_bin = (SANDBOX_DIR / "ray-path").read_text().strip()
+    out = ssh(
+        f"srun -N1 -n1 -t 1 {shlex.quote(ray_bin)}/python3 -c 'import ray; print(ray.__version__)'", timeout=90
+    ).stdout
+    assert out.strip() == "2.58.0"

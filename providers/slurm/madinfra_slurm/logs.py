@@ -32,7 +32,7 @@ from madinfra.config.schema import StackSpec
 from madinfra.errors import ProviderError
 from madinfra.logs import LogLine, LogQuery, merge, select
 from madinfra.resources import Resource
-from madinfra_slurm import logformat, scripts, squeue
+from madinfra_slurm import logformat, rules, scripts, squeue
 from madinfra_slurm.connection import SlurmConnection
 
 ENCODING = "latin-1"
@@ -51,6 +51,8 @@ class Source:
     role: str
     replica: int | None
     job_name: str
+    first_rank: int = 0
+    """The role's rank of this job's task 0: a Ray cluster's workers job starts at 1 (the head is 0)."""
 
 
 def sources(desired: Iterable[Resource], query: LogQuery) -> list[Source]:
@@ -65,7 +67,8 @@ def sources(desired: Iterable[Resource], query: LogQuery) -> list[Source]:
             continue
         if resource.replica is not None and query.rank is not None and resource.replica != query.rank:
             continue
-        found.append(Source(role, resource.replica, str(resource.spec["name"])))
+        first_rank = int(resource.spec.get(rules.SUBMIT_KEY, {}).get("first_rank") or 0) if resource.replica is None else 0
+        found.append(Source(role, resource.replica, str(resource.spec["name"]), first_rank))
     return found
 
 
@@ -92,7 +95,7 @@ class OutputFile:
         self.offset = start + len(data)
         source = self.source
         return [
-            LogLine(source.role, source.replica if source.replica is not None else (raw.task or 0), raw.text, raw.time, self.stream)
+            LogLine(source.role, source.replica if source.replica is not None else source.first_rank + (raw.task or 0), raw.text, raw.time, self.stream)
             for raw in self.reader.feed(data, final)
         ]
 

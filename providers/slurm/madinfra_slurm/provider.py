@@ -9,6 +9,9 @@
   can show, one by one, plus ``script_sha256`` for the rest of the script; ``spec["submit"]``
   (server-owned, never diffed) holds the script text and what apply needs to submit it (files
   to upload, secret sources by name only, readiness, a replica's pool rollout settings).
+  Multi-node vLLM's roles are a Ray cluster (``launchers/ray_cluster.py``): the head job
+  ``server`` and the workers' job ``server-workers`` after it, both of role ``server``; their
+  readiness, plan lines and live status come from ``ray_heads.py``.
 - Order (``depends_on``): every job after ``topology.env``; disaggregated pools come prefill
   replicas -> their endpoint file -> decode replicas -> theirs -> proxy. Within a pool, apply
   goes replica by replica (``pools.py``): scale-in drains before it cancels, scale-out adds a
@@ -61,13 +64,13 @@ from typing import Any, Callable, Iterable, Iterator
 
 from madinfra.config.schema import HealthCheck, StackSpec
 from madinfra.errors import ProviderError, TransientProviderError
-from madinfra.launchers import kv_layout
+from madinfra.launchers import kv_layout, ray_cluster
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra.logs import LogLine, LogQuery
 from madinfra.resources import Change, ProgressCallback, ProviderOptions, RecordCallback, Resource, UpdateRules
 from madinfra.rollout import RolloutPlan, limits_for
 from madinfra_slurm import files as local_files
-from madinfra_slurm import markers, pools, readout, rules, scripts, squeue, stackfiles, units
+from madinfra_slurm import markers, pools, ray_heads, readout, rules, scripts, squeue, stackfiles, units
 from madinfra_slurm.connection import SlurmConnection, resolve_target, sftp_path
 
 POOLS = ("prefill", "decode")
@@ -138,6 +141,11 @@ class SlurmProvider:
         """Per stack, what the last live read found (the pools' untouched replicas, for ``plan_rollouts``)."""
         self._rollouts: RolloutPlan | None = None
         """The pools' strategy the last plan showed; apply carries out exactly this one (``pools.py``)."""
+        self._announced: dict[str, str] = {}
+        """The last progress message per resource of this apply (``_announce``)."""
+        self._ray_new_workers: set[str] = set()
+        """Ray clusters whose workers' job this apply (re)starts: their new head need only have its
+        GCS answering, the workers' readiness then waits for the whole cluster."""
 
     # -- pure -------------------------------------------------------------------------------
 
@@ -182,10 +190,16 @@ class SlurmProvider:
                     )
                 continue
             ready = desired.spec.get(rules.SUBMIT_KEY, {}).get("ready", {})
+            if ray_heads.ray_settings(desired) is not None:
+                continue  # a Ray cluster's jobs: ray_heads says what happens to the head
             if change.action == "replace" and ready.get("service") and desired.replica is None:
                 nodes = current.spec.get("nodes")
                 warnings.append(f"{role}: all {nodes} node(s) restart; the stack will have no ready {role} replica during apply")
-        return warnings
+        return warnings + ray_heads.plan_warnings(changes)
+
+    def plan_notes(self, changes: list[Change]) -> list[str]:
+        """What the plan creates that its resource lines do not show: a Ray head's ports."""
+        return ray_heads.plan_notes(changes)
 
     def plan_rollouts(self, changes: list[Change], gpus_before: int, gpus_after: int) -> RolloutPlan:
         """How each serving pool changes replica by replica (``pools.rollout_plan``), with surge
@@ -264,9 +278,15 @@ class SlurmProvider:
             resources += self._disaggregated(spec, launch, remote, uploads, files_digest, secret_digests, [r.id for r in resources])
             return resources
         files = tuple(r.id for r in resources)
+        heads: dict[str, str] = {}
         for role in launch.roles:
             job = self._job(spec, launch, role, remote, uploads, files_digest, secret_digests)
             job.depends_on = files
+            if role.ray is not None and role.ray.part == "head":
+                heads[role.ray.cluster] = job.id
+            elif role.ray is not None and role.ray.cluster in heads:
+                # A worker joins the head named in the head's status file: the head goes first.
+                job.depends_on = files + (heads[role.ray.cluster],)
             resources.append(job)
         return resources
 
@@ -350,6 +370,19 @@ class SlurmProvider:
         }
         if pool is not None:
             submit.update(pool=pool, replica=replica)
+        if role.first_rank:
+            submit["first_rank"] = role.first_rank
+        if role.ray is not None:
+            ray = role.ray
+            submit["ray"] = {
+                "cluster": ray.cluster,
+                "part": ray.part,
+                "nodes": ray.nodes,
+                "status_file": ray.status_file,
+                "port": ray.port,
+                "dashboard_port": ray.dashboard_port,
+                "http_port": launch.role(ray.cluster).ports.get("http"),
+            }
         return Resource(
             kind=scripts.KIND,
             name=role.role,
@@ -374,7 +407,7 @@ class SlurmProvider:
             },
             gpus=options.nodes * options.gpus_per_node,
             workload=True,
-            role=pool or role.role,
+            role=pool or (role.ray.cluster if role.ray is not None else role.role),
             replica=replica,
             kv_layout=kv_layout.for_role(launch, pool or role.role),
         )
@@ -415,6 +448,7 @@ class SlurmProvider:
         self._identity = live.identity
         self._partitions = squeue.parse_sinfo(live.sinfo_text) if live.sinfo_text is not None else None
         jobs = squeue.to_resources(squeue.parse_squeue(live.squeue_text), stack, markers.parse_markers(live.files))
+        ray_heads.attach(jobs, live.files, live.now)
         pool_jobs: dict[str, dict[int, str]] = {}
         for job in jobs:
             if job.replica is not None and job.role is not None and "#" not in job.name and job.status.get("running"):
@@ -449,11 +483,18 @@ class SlurmProvider:
         self._progress = progress
         self._uploaded.clear()
         self._prepared.clear()
+        self._announced.clear()
+        self._ray_new_workers = {
+            settings["cluster"]
+            for c in changes
+            if c.action in ("create", "replace") and (settings := ray_heads.ray_settings(c.desired)) is not None and settings["part"] == "workers"
+        }
         try:
             pools.apply_changes(self, changes, record, self._rollouts_for(changes))
         finally:
             self._progress = lambda rid, message: None
             self._rollouts = None
+            self._ray_new_workers = set()
 
     def _destroyer(self, changes: list[Change]) -> Callable[[Resource], None]:
         """``_delete``, and when this apply only deletes (``destroy``) and the last delete is
@@ -565,6 +606,11 @@ class SlurmProvider:
             # A pool replica's rollback copies (pools.py) go with it too.
             kept = (scripts.script_file(role), scripts.secrets_file(role)) if resource.replica is not None else ()
             previous = "".join(f" {quoted}/{shlex.quote(name + pools.PREVIOUS_SUFFIX)}" for name in kept)
+            ray = ray_heads.ray_settings(resource) or {}
+            if resource.status.get("ray") is not None or ray.get("part") == "head":
+                # The head's status file names the dead head's address; the supervisor removes
+                # it on SIGTERM, but not when its node or the job was killed.
+                previous += f" {quoted}/{shlex.quote(ray_cluster.status_file(role))}"
             self.connection.run(
                 f"rm -f {quoted}/{shlex.quote(scripts.secrets_file(role))} {quoted}/{markers.marker_glob(role)}{previous}",
                 what=f"Removing the files of {rid}",
@@ -757,6 +803,9 @@ class SlurmProvider:
                 announced = row.state
             if self._clock() >= deadline:
                 waiting = "its health check to pass" if row.running else f"it to start (state {row.state}, reason {squeue.status_of(row).get('reason', 'none')})"
+                if row.running and ray_heads.ray_settings(resource) is not None and rid in self._announced:
+                    # What the Ray head said last: the nodes missing, or an engine that keeps exiting.
+                    waiting += f" (last seen: {self._announced[rid]}; `madinfra logs` shows why)"
                 raise JobNotReady(
                     f"{rid}: job {job_id} was submitted but timed out after {ready['timeout']} s waiting for {waiting}; "
                     "it stays queued, run plan to see it or raise slurm.ready_timeout",
@@ -816,6 +865,9 @@ class SlurmProvider:
 
     def _healthy(self, resource: Resource, row: squeue.JobRow) -> bool:
         ready = resource.spec[rules.SUBMIT_KEY]["ready"]
+        ray = ray_heads.ray_settings(resource)
+        if ray is not None:
+            return self._ray_ready(resource, row, ray)
         if ready.get("command"):
             host = row.hosts[0] if row.hosts else ""
             command = (
@@ -833,6 +885,54 @@ class SlurmProvider:
                     return False
             return True
         return True
+
+    def _ray_ready(self, resource: Resource, row: squeue.JobRow, ray: dict[str, Any]) -> bool:
+        """A Ray cluster's job is ready (``ray_heads``): a head when its own status says the GCS
+        answers, and, unless this apply starts new workers after it, the whole cluster is; the
+        workers when the whole cluster is: every node alive, the engine running on them and its
+        health check passing on the head's node."""
+        status = self._ray_status(resource, ray)
+        rid = resource.id
+        if ray["part"] == "head":
+            if status is None or status.job != row.job_id or status.gcs != "up":
+                return False
+            if ray["cluster"] in self._ray_new_workers:
+                self._announce(rid, f"Ray head up: GCS at {status.address}, dashboard {status.dashboard}")
+                return True
+        elif status is None:
+            return False
+        self._announce(rid, f"Ray cluster: {status.summary()}")
+        if not status.whole(int(ray["nodes"])):
+            return False
+        return self._engine_healthy(resource, status, ray)
+
+    def _ray_status(self, resource: Resource, ray: dict[str, Any]) -> ray_heads.HeadStatus | None:
+        submit = resource.spec[rules.SUBMIT_KEY]
+        path = f"{scripts.shell_path(submit['remote_dir'])}/{shlex.quote(ray['status_file'])}"
+        result = self.connection.run(f"cat {path} 2>/dev/null; true", what=f"Reading the Ray head's status for {resource.id}")
+        return ray_heads.parse_status(result.stdout) if result.ok else None
+
+    def _engine_healthy(self, resource: Resource, status: ray_heads.HeadStatus, ray: dict[str, Any]) -> bool:
+        """The stack's health check against the engine on the head's node: the HTTP path at
+        the head's address, or the check command in the head's job."""
+        ready = resource.spec[rules.SUBMIT_KEY]["ready"]
+        host = status.address.rsplit(":", 1)[0]
+        if ready.get("command"):
+            command = (
+                f"timeout {HEALTH_COMMAND_TIMEOUT} srun --jobid={shlex.quote(status.job)} --overlap --nodes=1 --ntasks=1"
+                f" bash -c {shlex.quote(ready['command'])}"
+            )
+            return self.connection.run(command, what=f"Health check of {resource.id}").ok
+        if ready.get("http_path") and ray.get("http_port"):
+            url = f"http://{host}:{ray['http_port']}{ready['http_path']}"
+            return self.connection.run(f"curl -fsS -o /dev/null --max-time 5 {shlex.quote(url)}", what=f"Health check of {resource.id}").ok
+        return True
+
+    def _announce(self, rid: str, message: str) -> None:
+        """Progress once per distinct message, so polling does not repeat itself."""
+        if self._announced.get(rid) != message:
+            self._announced[rid] = message
+            self._progress(rid, message)
 
     def _node_addresses(self, row: squeue.JobRow, rid: str) -> dict[str, str]:
         result = self.connection.run(f"scontrol show node -o {shlex.quote(row.nodelist)}", what=f"Reading the node addresses of {rid}")
@@ -859,7 +959,14 @@ class SlurmProvider:
         addresses = squeue.node_addresses(result.stdout) if result.ok else {}
         host = job.status["nodes"][0]
         api_path = spec.service.api_path if spec.service is not None else "/v1"
-        return {"endpoint": f"http://{addresses.get(host, host)}:{port}{api_path}"}
+        outputs = {"endpoint": f"http://{addresses.get(host, host)}:{port}{api_path}"}
+        cluster = job.status.get("ray")
+        if cluster is not None:
+            # The Ray head is a resource of its own: where it is and how its cluster is doing.
+            outputs["ray_address"] = cluster["address"]
+            outputs["ray_dashboard"] = cluster["dashboard"]
+            outputs["ray_health"] = cluster["health"]
+        return outputs
 
     # -- logs -------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ One round trip prints, in this order::
     @@madinfra config SlurmUser=<name(uid)>
     @@madinfra config AccountingStorageType=<plugin>
     @@madinfra admin-level <AdminLevel>          (only with slurmdbd accounting)
+    @@madinfra now <the remote clock, seconds since the epoch>
     @@madinfra dir <the stack directory, as the remote shell resolved it>
     @@madinfra file <path relative to it>
     <the file's text>
@@ -21,7 +22,9 @@ SlurmUser, or AdminLevel Operator/Administrator in accounting) raise a running j
 so the plan must know it before it promises ``~``. Without slurmdbd there is no AdminLevel to
 ask (``sacctmgr`` only works with it), so then only root and SlurmUser count as operators.
 
-The files are ``topology.env``, ``endpoints/*`` and ``status/*`` (end markers of finished jobs).
+The files are ``topology.env``, ``endpoints/*``, ``status/*`` (end markers of finished jobs) and
+``ray/*.status`` (what each Ray head says of its cluster; ``now`` gives the remote clock, so
+the status's age needs no clock agreement between the two machines).
 sinfo lets plan say that a job can never fit its partition (``squeue.fit_problem``) before
 anything is submitted; a failing sinfo only turns that check off. The command exits with
 squeue's status, so a failing ``squeue`` is reported (and a down or
@@ -41,11 +44,12 @@ from dataclasses import dataclass, field
 
 from madinfra import naming
 from madinfra.config.schema import STACK_NAME_RE, SlurmSpec
+from madinfra.launchers.ray_cluster import STATUS_DIR as RAY_STATUS_DIR
 from madinfra_slurm import scripts, squeue
 
 MARK = "@@madinfra"
 POINTER = ".remote_dir"
-PATTERNS = (scripts.TOPOLOGY_FILE, f"{scripts.ENDPOINTS_DIR}/*", f"{scripts.STATUS_DIR}/*")
+PATTERNS = (scripts.TOPOLOGY_FILE, f"{scripts.ENDPOINTS_DIR}/*", f"{scripts.STATUS_DIR}/*", f"{RAY_STATUS_DIR}/*.status")
 CONFIG_KEYS = ("SlurmUser", "AccountingStorageType")
 """The ``scontrol show config`` lines the live read keeps."""
 SACCTMGR_TIMEOUT = 5
@@ -143,6 +147,7 @@ def read_command(stack: str, remote_dir: str | None = None) -> str:
             f"{squeue.SINFO_COMMAND} 2>/dev/null",
             f"printf '%s %s\\n' '{MARK} sinfo-exit' \"$?\"",
             identity_command(),
+            f"printf '%s %s\\n' '{MARK} now' \"$(date +%s)\"",
             locate,
             'if cd "$d" 2>/dev/null; then'
             f" printf '%s %s\\n' '{MARK} dir' \"$PWD\";"
@@ -168,6 +173,8 @@ class LiveRead:
     sinfo_text: str | None = None
     identity: Identity | None = None
     """``None`` when the remote printed no ``user`` line (not this module's command)."""
+    now: int | None = None
+    """The remote clock (``None``: not printed)."""
 
 
 def parse_read(stdout: str) -> LiveRead:
@@ -180,6 +187,7 @@ def parse_read(stdout: str) -> LiveRead:
     user: tuple[int | None, str] | None = None
     config: dict[str, str] = {}
     admin_level: str | None = None
+    now: int | None = None
     section = "squeue"
     for line in stdout.splitlines():
         if line.startswith(MARK + " "):
@@ -197,6 +205,8 @@ def parse_read(stdout: str) -> LiveRead:
                 config[key.strip()] = setting.strip()
             elif kind == "admin-level":
                 admin_level = value.strip() or None
+            elif kind == "now":
+                now = int(value.strip()) if value.strip().isdigit() else None
             elif kind == "dir":
                 directory = value
             elif kind == "file":
@@ -215,4 +225,5 @@ def parse_read(stdout: str) -> LiveRead:
         files=[(path, "\n".join(lines).rstrip("\n") + "\n" if any(lines) else "") for path, lines in files],
         sinfo_text="\n".join(sinfo_lines) + "\n" if sinfo_ok else None,
         identity=Identity(user[1], user[0], config.get("SlurmUser"), admin_level) if user is not None else None,
+        now=now,
     )

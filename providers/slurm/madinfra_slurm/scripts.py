@@ -54,6 +54,7 @@ from madinfra.config.option_words import option_word_problem
 from madinfra.config.schema import StackSpec
 from madinfra.errors import ConfigError
 from madinfra.launchers import kv_layout
+from madinfra.launchers.ray_head_supervisor import parse_topology as read_topology
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra_slurm import containers, logformat, markers, units
 
@@ -486,17 +487,7 @@ def topology_text(variables: dict[str, str]) -> str:
 
 
 def parse_topology(text: str) -> dict[str, str]:
-    """The values of a ``topology.env`` as ``topology_text`` writes them (other lines ignored)."""
-    values = {}
-    for line in text.splitlines():
-        if not line.startswith("export "):
-            continue
-        try:
-            words = shlex.split(line[len("export "):])
-        except ValueError:
-            continue
-        for word in words:
-            name, sep, value = word.partition("=")
-            if sep and name:
-                values[name] = value
-    return values
+    """The values of a ``topology.env`` as ``topology_text`` writes them (other lines ignored).
+    One reader for the provider and for the Ray head's supervisor, which runs on the node
+    without madinfra and so holds the code itself."""
+    return read_topology(text)

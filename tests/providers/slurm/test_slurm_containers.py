@@ -78,7 +78,9 @@ SHOW += ' > "$MADINFRA_WORKDIR"/seen.$SLURM_PROCID'
 
 def base_stack(launcher: str | None, runtime: str | None, **overrides: Any) -> dict[str, Any]:
     """A minimal multi-node stack for ``launcher`` with ``model.image`` under ``runtime``."""
-    nnodes = 3 if launcher == "sglang-disagg" else 2
+    # Multi-node vLLM's head runs Ray's supervisor, which needs Ray on the node
+    # (tests/launchers/test_ray_cluster.py runs its script; the SLURM sandbox runs real Ray).
+    nnodes = 3 if launcher == "sglang-disagg" else 1 if launcher == "vllm" else 2
     stack: dict[str, Any] = {
         "name": "demo",
         "model": {"image": IMAGE, "script": "run.sh"},

@@ -298,6 +298,23 @@ def test_pool_replicas_are_ranks_of_their_pool(tmp_path: Path) -> None:
     assert names["decode-0"] not in login.commands[-1], "a replica outside --rank is not read at all"
 
 
+def test_a_ray_clusters_head_is_rank_0_and_its_workers_follow(tmp_path: Path) -> None:
+    stack = {
+        "slurm": {"partition": "debug", "nodes": 3, "gpus_per_node": 1, "time": "10"},
+        "distributed": {"launcher": "vllm", "nnodes": 3, "nproc_per_node": 1},
+        "model": {"model_path": "/m"},
+    }
+    _, desired = desired_of(stack)
+    names = {r.name: r.spec["name"] for r in desired if r.kind == scripts.KIND}
+    login = LocalLogin(tmp_path)
+    login.write(f"{names['server']}_20.out", stamped((1.0, 0, "head up")))
+    login.write(f"{names['server-workers']}_21.out", stamped((2.0, 0, "joined"), (3.0, 1, "joined too")))
+    assert shown(login, LogQuery(role="server"), stack) == [
+        ("server", 0, "stdout", "head up"), ("server", 1, "stdout", "joined"), ("server", 2, "stdout", "joined too"),
+    ]
+    assert shown(login, LogQuery(role="server", rank=2), stack) == [("server", 2, "stdout", "joined too")]
+
+
 def test_follow_prints_lines_as_they_come_and_returns_when_the_job_ends(tmp_path: Path) -> None:
     login = LocalLogin(tmp_path)
     login.queue(("50", WORKER, "PENDING"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from madinfra_slurm import readout
@@ -35,6 +36,8 @@ def test_one_command_prints_squeue_then_the_stack_files(tmp_path: Path) -> None:
         "endpoints/decode": "http://10.0.0.1:30000\nhttp://10.0.0.2:30000",
         "endpoints/decode.source": "job=12\npool_job=sha256:ab\n",
         "status/worker.12": "exit=0\nend=2026-01-01T00:00:00Z\nrow=" + ROWS,
+        "ray/server.status": "address=10.0.0.1:6379\n",
+        "ray/server.status.tmp.12": "half a file\n",
         "worker.sbatch": "#!/bin/bash\n",
         "logs/x.out": "noise\n",
     }
@@ -48,7 +51,9 @@ def test_one_command_prints_squeue_then_the_stack_files(tmp_path: Path) -> None:
         "endpoints/decode": "http://10.0.0.1:30000\nhttp://10.0.0.2:30000\n",
         "endpoints/decode.source": "job=12\npool_job=sha256:ab\n",
         "status/worker.12": "exit=0\nend=2026-01-01T00:00:00Z\nrow=" + ROWS,
+        "ray/server.status": "address=10.0.0.1:6379\n",
     }
+    assert live.now is not None and abs(live.now - time.time()) < 60, "the remote clock, for the Ray head status's age"
 
 
 def test_a_failing_squeue_fails_the_command_and_a_missing_directory_is_no_files(tmp_path: Path) -> None:

@@ -1,0 +1,102 @@
+"""A Ray cluster across two SLURM jobs: the head (with the engine) and the workers that join it.
+
+Multi-node vLLM on SLURM runs one model across nodes (a pipeline stage per node) on a Ray
+cluster. madengine starts that cluster inside one allocation, the head being a line in rank 0's
+command, so any change to any node restarts everything. Here the cluster is two roles, which
+the SLURM provider submits as two jobs:
+
+- ``server`` (the head): one node that runs ``ray_head_supervisor.py``: the Ray head (GCS on
+  ``RAY_PORT``, dashboard on ``RAY_DASHBOARD_PORT``) for the job's whole life, the status file
+  ``ray/<cluster>.status`` (address, nodes alive and expected, the engine's state), and the
+  engine, started when the cluster has every node and restarted when that changes. It holds
+  pipeline stage 0 and serves the API, so the stack's endpoint is the head's node.
+- ``server-workers``: the other ``nnodes - 1`` nodes; each reads the head's address from the
+  status file and joins with ``ray start --block``, joining again whenever it is dropped (the
+  head was replaced, the GCS restarted), so workers survive a head restart.
+
+What may change without restarting the head: the cluster's size lives in the stack's topology
+file (``NNODES``, the pipeline size), which the supervisor reads before each engine start, so a
+resize only replaces the workers' job and restarts the engine (vLLM cannot change its pipeline
+while it runs). Anything in the head's own script (the image, the environment, the engine's
+flags, the TP size) replaces the head job, and the plan says that the head restarts.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from madinfra.launchers.common import RAY_PORT, WORKDIR, LaunchContext, RoleDraft, quote_words
+from madinfra.launchers.model import RayPart
+
+RAY_DASHBOARD_PORT = 8265
+WORKERS_SUFFIX = "-workers"
+STATUS_DIR = "ray"
+SUPERVISOR = Path(__file__).with_name("ray_head_supervisor.py")
+HEREDOC_END = "MADINFRA_RAY_HEAD_PROGRAM"
+REJOIN_SECONDS = 5
+"""How often a worker node tries the head again once it is not in the cluster."""
+TOPOLOGY = ("NNODES", "WORLD_SIZE", "MAD_TOTAL_NODES", "VLLM_PIPELINE_PARALLEL_SIZE")
+"""The cluster's size, delivered in the stack's topology file, never in either job's script."""
+
+
+def workers_role(cluster: str) -> str:
+    return f"{cluster}{WORKERS_SUFFIX}"
+
+
+def status_file(cluster: str) -> str:
+    """Where the head reports itself, relative to the stack's directory."""
+    return f"{STATUS_DIR}/{cluster}.status"
+
+
+def part(kind: str, cluster: str, nodes: int) -> RayPart:
+    assert kind in ("head", "workers")
+    return RayPart(kind, cluster, nodes, status_file(cluster), RAY_PORT, RAY_DASHBOARD_PORT)  # type: ignore[arg-type]
+
+
+def topology(ctx: LaunchContext) -> dict[str, str]:
+    nodes = str(ctx.nnodes)
+    return {name: nodes for name in TOPOLOGY}
+
+
+def drop_topology(draft: RoleDraft) -> None:
+    """The topology file sets these; a value in the script would pin the size into its hash."""
+    for name in TOPOLOGY:
+        draft.env.pop(name, None)
+
+
+def head_lines(ctx: LaunchContext, cluster: str, engine: str) -> tuple[str, ...]:
+    """Run the supervisor (``python3 -`` reads it from the heredoc) with ``engine`` as the
+    command it starts and restarts; ``engine`` expands its variables when the supervisor runs
+    it, after the topology's current values are in its environment."""
+    program = SUPERVISOR.read_text(encoding="utf-8")
+    assert HEREDOC_END not in program
+    status = f'"{WORKDIR}/{status_file(cluster)}"'
+    topology_file = f'"{WORKDIR}/topology.env"'
+    command = (
+        f'python3 - --node-ip "${{VLLM_HOST_IP}}" --port {RAY_PORT} --dashboard-port {RAY_DASHBOARD_PORT}'
+        f" --num-gpus {ctx.nproc} --status {status} --topology {topology_file} {shlex.quote(engine)} <<'{HEREDOC_END}'"
+    )
+    return (command, program.rstrip("\n"), HEREDOC_END)
+
+
+def worker_lines(ctx: LaunchContext, cluster: str) -> tuple[str, ...]:
+    """Join the head named in its status file, and again whenever this node drops out."""
+    status = f'"{WORKDIR}/{status_file(cluster)}"'
+    join = quote_words(["ray", "start", "--block", "--disable-usage-stats", f"--num-gpus={ctx.nproc}"])
+    return (
+        "madinfra_waited=''",
+        "while :; do",
+        f"  madinfra_head=$(sed -n 's/^address=//p' {status} 2>/dev/null || true)",
+        '  if [ -n "$madinfra_head" ]; then',
+        '    export MASTER_ADDR="${madinfra_head%:*}"',
+        '    echo "madinfra ray-workers: joining the Ray head at $madinfra_head"',
+        f'    {join} --address="$madinfra_head" --node-ip-address="${{VLLM_HOST_IP}}" || true',
+        f'    echo "madinfra ray-workers: not in the Ray cluster at $madinfra_head; joining again in {REJOIN_SECONDS} s"',
+        '  elif [ -z "$madinfra_waited" ]; then',
+        f'    echo "madinfra ray-workers: waiting for the Ray head to write its address to {status_file(cluster)}"',
+        "    madinfra_waited=1",
+        "  fi",
+        f"  sleep {REJOIN_SECONDS}",
+        "done",
+    )

@@ -1,0 +1,74 @@
+"""The two node scripts of a Ray cluster across jobs, run with stand-ins for ``python3`` and
+``ray``: the head's supervisor arrives intact with its arguments expanded on the node, and a
+worker finds the head in its status file, joins it, and joins again after being dropped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from madinfra.launchers import compile, ray_cluster
+
+RECORD_PYTHON = """#!/bin/bash
+printf '%s\\n' "$@" > "$OUT/python.argv"
+cat > "$OUT/python.stdin"
+"""
+RECORD_RAY = """#!/bin/bash
+echo "MASTER_ADDR=$MASTER_ADDR $*" >> "$OUT/ray.calls"
+"""
+SLEEP = """#!/bin/bash
+# The worker's loop pauses here: the 1st pause writes the head's status file, the 3rd ends the test.
+n=$(( $(cat "$OUT/sleeps" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$OUT/sleeps"
+[ "$n" -eq 1 ] && printf 'job=7\\naddress=10.0.0.5:6379\\n' > "$MADINFRA_WORKDIR/ray/server.status"
+[ "$n" -ge 3 ] && kill -TERM "$PPID"
+exit 0
+"""
+
+
+def run(tmp_path: Path, command: str, tools: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], Path]:
+    bin_dir, out, work = tmp_path / "bin", tmp_path / "out", tmp_path / "work"
+    for path in (bin_dir, out, work / "ray"):
+        path.mkdir(parents=True, exist_ok=True)
+    for name, text in tools.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "OUT": str(out), "MADINFRA_WORKDIR": str(work), "VLLM_HOST_IP": "10.0.0.9"}
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    return proc, out
+
+
+def test_the_head_runs_the_supervisor_with_its_engine(tmp_path: Path, spec) -> None:
+    head = compile(spec("slurm", "vllm", 2, 4, extra={"model": {"args": ["--max-model-len", "it's 4096"]}})).role("server")
+    proc, out = run(tmp_path, head.command, {"python3": RECORD_PYTHON})
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "python.stdin").read_text() == ray_cluster.SUPERVISOR.read_text(), "the program arrives byte for byte"
+    argv = (out / "python.argv").read_text().splitlines()
+    work = tmp_path / "work"
+    assert argv[:11] == [
+        "-", "--node-ip", "10.0.0.9", "--port", "6379", "--dashboard-port", "8265", "--num-gpus", "4",
+        "--status", f"{work}/ray/server.status",
+    ]
+    assert argv[11:13] == ["--topology", f"{work}/topology.env"]
+    engine = "\n".join(argv[13:])
+    assert engine.endswith("--distributed-executor-backend ray --max-model-len 'it'\"'\"'s 4096'"), "the engine's own words, unexpanded"
+    assert '--pipeline-parallel-size "${VLLM_PIPELINE_PARALLEL_SIZE}"' in engine
+
+
+def test_a_worker_waits_for_the_head_joins_it_and_joins_again(tmp_path: Path, spec) -> None:
+    workers = compile(spec("slurm", "vllm", 3, 2)).role("server-workers")
+    proc, out = run(tmp_path, workers.command, {"ray": RECORD_RAY, "sleep": SLEEP})
+    calls = (out / "ray.calls").read_text().splitlines()
+    join = "MASTER_ADDR=10.0.0.5 start --block --disable-usage-stats --num-gpus=2 --address=10.0.0.5:6379 --node-ip-address=10.0.0.9"
+    assert calls == [join, join], "joined after the head appeared, and again after being dropped"
+    assert proc.stdout.count("waiting for the Ray head to write its address to ray/server.status") == 1
+    assert "joining the Ray head at 10.0.0.5:6379" in proc.stdout
+
+
+def test_a_python_without_ray_is_one_sentence(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path), "PYTHONNOUSERSITE": "1"}
+    (tmp_path / "ray.py").write_text("raise ImportError('no ray here')\n")
+    args = ["--node-ip", "x", "--port", "1", "--dashboard-port", "2", "--num-gpus", "1", "--status", str(tmp_path / "s"), "--topology", "t", "true"]
+    proc = subprocess.run(["python3", str(ray_cluster.SUPERVISOR), *args], capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "has no `ray` module; run the stack in an image with vLLM and Ray" in proc.stdout
