@@ -158,6 +158,10 @@ def compute_plan(
         not_in_place=getattr(provider, "not_in_place", None),
     )
     result.notes.extend(kept_notes)
+    if not destroy:
+        from madinfra.launchers.ray_cluster import unmanaged_heads
+
+        result.warnings.extend(unmanaged_heads(spec))
     result.stack_file = str(Path(stack_file).resolve()) if stack_file is not None else None
     result.target = spec.target
     result.destroy = destroy

@@ -100,3 +100,22 @@ def worker_lines(ctx: LaunchContext, cluster: str) -> tuple[str, ...]:
         f"  sleep {REJOIN_SECONDS}",
         "done",
     )
+
+
+def unmanaged_heads(spec) -> list[str]:
+    """A Ray head the user's own role command starts: madinfra runs it as part of that role's
+    workload and cannot see it as a head (no address, no health, no restart rule), so the plan
+    says so rather than let it pass as managed."""
+    found = []
+    for role, override in sorted(spec.roles.items()):
+        command = override.command or ""
+        if "ray start" in command and "--head" in command:
+            managed = spec.distributed.launcher == "vllm" and spec.target == "slurm" and spec.distributed.nnodes > 1
+            where = (
+                "it is the engine the managed Ray head runs, so it would start a second head beside it; drop `ray start` from it"
+                if managed
+                else "madinfra runs it as part of that workload, not as a Ray head of its own (no address, health or restart rule in the plan); "
+                "distributed.launcher: vllm on SLURM manages the head for you"
+            )
+            found.append(f"roles.{role}.command starts a Ray head (`ray start --head`): {where}")
+    return found

@@ -530,3 +530,10 @@ def test_refresh_json_without_yes_refuses_to_record(cli):
     code, _, err = cli.run("refresh", cli.stack, "--json")
     assert code == 1 and "refresh --json records nothing without --yes" in err
     assert not state_file(cli).exists()
+
+
+def test_a_ray_head_in_a_users_command_is_a_plan_warning(cli):
+    cli.stack.write_text(STACK.format(nodes=1, partition="p1", extra="a") + "roles:\n  worker:\n    command: ray start --head --block\n")
+    code, out, _ = cli.run("plan", cli.stack)
+    assert code == 0
+    assert "Warning: roles.worker.command starts a Ray head (`ray start --head`): madinfra runs it as part of that workload" in " ".join(out.split())

@@ -72,3 +72,12 @@ def test_a_python_without_ray_is_one_sentence(tmp_path: Path) -> None:
     proc = subprocess.run(["python3", str(ray_cluster.SUPERVISOR), *args], capture_output=True, text=True, env=env, timeout=30)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "has no `ray` module; run the stack in an image with vLLM and Ray" in proc.stdout
+
+
+def test_a_ray_head_started_by_a_users_command_is_said_to_be_unmanaged(spec) -> None:
+    plain = spec("slurm", None, 2, 1, extra={"roles": {"worker": {"command": "ray start --head --port=6379 && python3 train.py"}}})
+    (warning,) = ray_cluster.unmanaged_heads(plain)
+    assert warning.startswith("roles.worker.command starts a Ray head (`ray start --head`): madinfra runs it as part of that workload")
+    managed = spec("slurm", "vllm", 2, 1, extra={"roles": {"server": {"command": "ray start --head; vllm serve m"}}})
+    assert "it is the engine the managed Ray head runs" in ray_cluster.unmanaged_heads(managed)[0]
+    assert ray_cluster.unmanaged_heads(spec("slurm", "vllm", 2, 1)) == [], "madinfra's own head is managed"

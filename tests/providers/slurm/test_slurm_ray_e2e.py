@@ -10,10 +10,12 @@ sandbox's Ray venv, first on PATH). Every sandbox node is 127.0.0.1, so the stac
    and ``show`` give the head's address, dashboard and health (2/2 nodes, engine running);
 2. 2 -> 3 nodes: the plan says the head keeps running; only the workers' job is replaced, the
    head's job id stays, and the engine restarts with 3 pipeline stages;
-3. a change of the engine's own flags: the plan says the head restarts and the workers keep
+3. the workers' job cancelled behind madinfra's back: ``output`` says 1/3 nodes, the plan
+   recreates only the workers, and the head (same job) serves again;
+4. a change of the engine's own flags: the plan says the head restarts and the workers keep
    their job; after apply the workers' job id is the same and they serve in the new head's
    cluster;
-4. ``logs`` names the head rank 0 and the workers ranks 1-2; destroy leaves nothing.
+5. ``logs`` names the head rank 0 and the workers ranks 1-2; destroy leaves nothing.
 """
 
 from __future__ import annotations
@@ -111,6 +113,20 @@ def test_the_ray_head_is_a_resource_that_outlives_its_workers(sandbox_stack, san
     assert seen3["pid"] != seen["pid"], "the engine restarted with the new pipeline size"
     assert outputs(stack)["ray_health"].startswith("GCS up, 3/3 nodes, engine running"), outputs(stack)
     assert stack.cli("plan", str(stack.path), "--detailed-exitcode", check=False).returncode == 0
+
+    # 2b. the workers' job dies (a node failure, an operator's scancel): the head notices, the
+    # plan recreates only the workers, and the engine comes back on the same head
+    sandbox.check(f"scancel {second['server-workers']}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "1/3 nodes" not in outputs(stack)["ray_health"]:
+        time.sleep(1)
+    assert outputs(stack)["ray_health"].startswith("GCS up, 1/3 nodes, engine waiting"), outputs(stack)
+    plan = stack.cli("plan", str(stack.path)).stdout
+    assert "+ slurm/Job/server-workers" in plan and "server: the Ray head keeps running" in plan, plan
+    stack.cli("apply", str(stack.path), "--yes")
+    second = running_ids(stack)
+    assert second["server"] == first["server"], "the head outlived its workers"
+    assert info(port)["pp"] == 3
 
     # 3. the engine's own flags: the head restarts, the workers keep their job and rejoin
     stack.write(stack_spec(port, 3, tag="v2"))
