@@ -81,17 +81,34 @@ def head_lines(ctx: LaunchContext, cluster: str, engine: str) -> tuple[str, ...]
 
 
 def worker_lines(ctx: LaunchContext, cluster: str) -> tuple[str, ...]:
-    """Join the head named in its status file, and again whenever this node drops out."""
+    """Join the head named in its status file, and again whenever this node drops out or a new
+    head job reports itself there (a replaced head: waiting for Ray to notice the old GCS is
+    gone would take a minute, ``gcs_rpc_server_reconnect_timeout_s``)."""
     status = f'"{WORKDIR}/{status_file(cluster)}"'
     join = quote_words(["ray", "start", "--block", "--disable-usage-stats", f"--num-gpus={ctx.nproc}"])
+
+    def field(key: str) -> str:
+        return f"$(sed -n 's/^{key}=//p' {status} 2>/dev/null || true)"
+
     return (
         "madinfra_waited=''",
         "while :; do",
-        f"  madinfra_head=$(sed -n 's/^address=//p' {status} 2>/dev/null || true)",
+        f"  madinfra_head={field('address')}",
+        f"  madinfra_job={field('job')}",
         '  if [ -n "$madinfra_head" ]; then',
         '    export MASTER_ADDR="${madinfra_head%:*}"',
-        '    echo "madinfra ray-workers: joining the Ray head at $madinfra_head"',
-        f'    {join} --address="$madinfra_head" --node-ip-address="${{VLLM_HOST_IP}}" || true',
+        '    echo "madinfra ray-workers: joining the Ray head at $madinfra_head (job $madinfra_job)"',
+        f'    {join} --address="$madinfra_head" --node-ip-address="${{VLLM_HOST_IP}}" &',
+        "    madinfra_ray=$!",
+        '    while kill -0 "$madinfra_ray" 2>/dev/null; do',
+        f"      sleep {REJOIN_SECONDS}",
+        f"      madinfra_now={field('job')}",
+        '      if [ -n "$madinfra_now" ] && [ "$madinfra_now" != "$madinfra_job" ]; then',
+        '        echo "madinfra ray-workers: a new Ray head (job $madinfra_now) replaced job $madinfra_job; joining it"',
+        '        kill -TERM "$madinfra_ray" 2>/dev/null || true',
+        "      fi",
+        "    done",
+        '    wait "$madinfra_ray" 2>/dev/null || true',
         f'    echo "madinfra ray-workers: not in the Ray cluster at $madinfra_head; joining again in {REJOIN_SECONDS} s"',
         '  elif [ -z "$madinfra_waited" ]; then',
         f'    echo "madinfra ray-workers: waiting for the Ray head to write its address to {status_file(cluster)}"',

@@ -16,25 +16,31 @@ cat > "$OUT/python.stdin"
 """
 RECORD_RAY = """#!/bin/bash
 echo "MASTER_ADDR=$MASTER_ADDR $*" >> "$OUT/ray.calls"
+[ -n "$RAY_BLOCKS" ] && exec /bin/sleep 30
+exit 0
 """
 SLEEP = """#!/bin/bash
-# The worker's loop pauses here: the 1st pause writes the head's status file, the 3rd ends the test.
+# The worker's loop pauses here; $OUT/script (one line per pause) says what each pause does.
 n=$(( $(cat "$OUT/sleeps" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$OUT/sleeps"
-[ "$n" -eq 1 ] && printf 'job=7\\naddress=10.0.0.5:6379\\n' > "$MADINFRA_WORKDIR/ray/server.status"
-[ "$n" -ge 3 ] && kill -TERM "$PPID"
+action=$(sed -n "${n}p" "$OUT/script")
+case "$action" in
+  head:*) printf 'job=%s\naddress=%s\n' "${action#head:}" "10.0.0.${action#head:}:6379" > "$MADINFRA_WORKDIR/ray/server.status" ;;
+  stop) kill -TERM 0 ;;  # the whole test session: the loop and a ray start still blocking
+esac
 exit 0
 """
 
 
-def run(tmp_path: Path, command: str, tools: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], Path]:
+def run(tmp_path: Path, command: str, tools: dict[str, str], script: str = "", env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], Path]:
     bin_dir, out, work = tmp_path / "bin", tmp_path / "out", tmp_path / "work"
     for path in (bin_dir, out, work / "ray"):
         path.mkdir(parents=True, exist_ok=True)
     for name, text in tools.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "OUT": str(out), "MADINFRA_WORKDIR": str(work), "VLLM_HOST_IP": "10.0.0.9"}
-    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    (out / "script").write_text(script)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "OUT": str(out), "MADINFRA_WORKDIR": str(work), "VLLM_HOST_IP": "10.0.0.9", **(env or {})}
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30, start_new_session=True)
     return proc, out
 
 
@@ -57,12 +63,20 @@ def test_the_head_runs_the_supervisor_with_its_engine(tmp_path: Path, spec) -> N
 
 def test_a_worker_waits_for_the_head_joins_it_and_joins_again(tmp_path: Path, spec) -> None:
     workers = compile(spec("slurm", "vllm", 3, 2)).role("server-workers")
-    proc, out = run(tmp_path, workers.command, {"ray": RECORD_RAY, "sleep": SLEEP})
+    proc, out = run(tmp_path, workers.command, {"ray": RECORD_RAY, "sleep": SLEEP}, script="head:5\n\n\n\n\nstop\n")
     calls = (out / "ray.calls").read_text().splitlines()
     join = "MASTER_ADDR=10.0.0.5 start --block --disable-usage-stats --num-gpus=2 --address=10.0.0.5:6379 --node-ip-address=10.0.0.9"
-    assert calls == [join, join], "joined after the head appeared, and again after being dropped"
+    assert len(calls) >= 2 and set(calls) == {join}, "joined after the head appeared, and again after being dropped"
     assert proc.stdout.count("waiting for the Ray head to write its address to ray/server.status") == 1
-    assert "joining the Ray head at 10.0.0.5:6379" in proc.stdout
+    assert "joining the Ray head at 10.0.0.5:6379 (job 5)" in proc.stdout
+
+
+def test_a_worker_leaves_a_replaced_head_at_once_for_the_new_one(tmp_path: Path, spec) -> None:
+    workers = compile(spec("slurm", "vllm", 2, 1)).role("server-workers")
+    proc, out = run(tmp_path, workers.command, {"ray": RECORD_RAY, "sleep": SLEEP}, script="head:5\nhead:6\n\n\n\n\nstop\n", env={"RAY_BLOCKS": "1"})
+    calls = (out / "ray.calls").read_text().splitlines()
+    assert [c.split("--address=")[1].split()[0] for c in calls] == ["10.0.0.5:6379", "10.0.0.6:6379"]
+    assert "a new Ray head (job 6) replaced job 5; joining it" in proc.stdout
 
 
 def test_a_python_without_ray_is_one_sentence(tmp_path: Path) -> None:
