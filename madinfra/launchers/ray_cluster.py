@@ -5,14 +5,15 @@ cluster. madengine starts that cluster inside one allocation, the head being a l
 command, so any change to any node restarts everything. Here the cluster is two roles, which
 the SLURM provider submits as two jobs:
 
-- ``server`` (the head): one node that runs ``ray_head_supervisor.py``: the Ray head (GCS on
+- ``server`` (the head): one node that runs ``ray_node.py head``: the Ray head (GCS on
   ``RAY_PORT``, dashboard on ``RAY_DASHBOARD_PORT``) for the job's whole life, the status file
   ``ray/<cluster>.status`` (address, nodes alive and expected, the engine's state), and the
   engine, started when the cluster has every node and restarted when that changes. It holds
   pipeline stage 0 and serves the API, so the stack's endpoint is the head's node.
-- ``server-workers``: the other ``nnodes - 1`` nodes; each reads the head's address from the
-  status file and joins with ``ray start --block``, joining again whenever it is dropped (the
-  head was replaced, the GCS restarted), so workers survive a head restart.
+- ``server-workers``: the other ``nnodes - 1`` nodes, each running ``ray_node.py worker``: it
+  reads the head's address from the status file and joins with ``ray start --block``, joining
+  again whenever it is dropped or a new head job reports itself, so workers survive a head
+  restart.
 
 What may change without restarting the head: the cluster's size lives in the stack's topology
 file (``NNODES``, the pipeline size), which the supervisor reads before each engine start, so a
@@ -26,16 +27,14 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from madinfra.launchers.common import RAY_PORT, WORKDIR, LaunchContext, RoleDraft, quote_words
+from madinfra.launchers.common import RAY_PORT, WORKDIR, LaunchContext, RoleDraft
 from madinfra.launchers.model import RayPart
 
 RAY_DASHBOARD_PORT = 8265
 WORKERS_SUFFIX = "-workers"
 STATUS_DIR = "ray"
-SUPERVISOR = Path(__file__).with_name("ray_head_supervisor.py")
-HEREDOC_END = "MADINFRA_RAY_HEAD_PROGRAM"
-REJOIN_SECONDS = 5
-"""How often a worker node tries the head again once it is not in the cluster."""
+NODE_PROGRAM = Path(__file__).with_name("ray_node.py")
+HEREDOC_END = "MADINFRA_RAY_NODE_PROGRAM"
 TOPOLOGY = ("NNODES", "WORLD_SIZE", "MAD_TOTAL_NODES", "VLLM_PIPELINE_PARALLEL_SIZE")
 """The cluster's size, delivered in the stack's topology file, never in either job's script."""
 
@@ -65,58 +64,30 @@ def drop_topology(draft: RoleDraft) -> None:
         draft.env.pop(name, None)
 
 
-def head_lines(ctx: LaunchContext, cluster: str, engine: str) -> tuple[str, ...]:
-    """Run the supervisor (``python3 -`` reads it from the heredoc) with ``engine`` as the
-    command it starts and restarts; ``engine`` expands its variables when the supervisor runs
-    it, after the topology's current values are in its environment."""
-    program = SUPERVISOR.read_text(encoding="utf-8")
+def _program(mode_args: str) -> tuple[str, ...]:
+    """``python3 -`` reading the node program from a heredoc, with ``mode_args`` (expanded by
+    the node's shell)."""
+    program = NODE_PROGRAM.read_text(encoding="utf-8")
     assert HEREDOC_END not in program
+    return (f"python3 - {mode_args} <<'{HEREDOC_END}'", program.rstrip("\n"), HEREDOC_END)
+
+
+def head_lines(ctx: LaunchContext, cluster: str, engine: str) -> tuple[str, ...]:
+    """The node program as the head, with ``engine`` as the command it starts and restarts;
+    ``engine`` expands its variables when the program runs it, after the topology's current
+    values are in its environment."""
     status = f'"{WORKDIR}/{status_file(cluster)}"'
     topology_file = f'"{WORKDIR}/topology.env"'
-    command = (
-        f'python3 - --node-ip "${{VLLM_HOST_IP}}" --port {RAY_PORT} --dashboard-port {RAY_DASHBOARD_PORT}'
-        f" --num-gpus {ctx.nproc} --status {status} --topology {topology_file} {shlex.quote(engine)} <<'{HEREDOC_END}'"
+    return _program(
+        f'head --node-ip "${{VLLM_HOST_IP}}" --port {RAY_PORT} --dashboard-port {RAY_DASHBOARD_PORT}'
+        f" --num-gpus {ctx.nproc} --status {status} --topology {topology_file} {shlex.quote(engine)}"
     )
-    return (command, program.rstrip("\n"), HEREDOC_END)
 
 
 def worker_lines(ctx: LaunchContext, cluster: str) -> tuple[str, ...]:
-    """Join the head named in its status file, and again whenever this node drops out or a new
-    head job reports itself there (a replaced head: waiting for Ray to notice the old GCS is
-    gone would take a minute, ``gcs_rpc_server_reconnect_timeout_s``)."""
+    """The node program as a worker of the head named in ``cluster``'s status file."""
     status = f'"{WORKDIR}/{status_file(cluster)}"'
-    join = quote_words(["ray", "start", "--block", "--disable-usage-stats", f"--num-gpus={ctx.nproc}"])
-
-    def field(key: str) -> str:
-        return f"$(sed -n 's/^{key}=//p' {status} 2>/dev/null || true)"
-
-    return (
-        "madinfra_waited=''",
-        "while :; do",
-        f"  madinfra_head={field('address')}",
-        f"  madinfra_job={field('job')}",
-        '  if [ -n "$madinfra_head" ]; then',
-        '    export MASTER_ADDR="${madinfra_head%:*}"',
-        '    echo "madinfra ray-workers: joining the Ray head at $madinfra_head (job $madinfra_job)"',
-        f'    {join} --address="$madinfra_head" --node-ip-address="${{VLLM_HOST_IP}}" &',
-        "    madinfra_ray=$!",
-        '    while kill -0 "$madinfra_ray" 2>/dev/null; do',
-        f"      sleep {REJOIN_SECONDS}",
-        f"      madinfra_now={field('job')}",
-        '      if [ -n "$madinfra_now" ] && [ "$madinfra_now" != "$madinfra_job" ]; then',
-        '        echo "madinfra ray-workers: a new Ray head (job $madinfra_now) replaced job $madinfra_job; joining it"',
-        '        kill -TERM "$madinfra_ray" 2>/dev/null || true',
-        "      fi",
-        "    done",
-        '    wait "$madinfra_ray" 2>/dev/null || true',
-        f'    echo "madinfra ray-workers: not in the Ray cluster at $madinfra_head; joining again in {REJOIN_SECONDS} s"',
-        '  elif [ -z "$madinfra_waited" ]; then',
-        f'    echo "madinfra ray-workers: waiting for the Ray head to write its address to {status_file(cluster)}"',
-        "    madinfra_waited=1",
-        "  fi",
-        f"  sleep {REJOIN_SECONDS}",
-        "done",
-    )
+    return _program(f'worker --node-ip "${{VLLM_HOST_IP}}" --num-gpus {ctx.nproc} --status {status}')
 
 
 def unmanaged_heads(spec) -> list[str]:

@@ -70,8 +70,8 @@ def test_roles_and_common_contract(spec, launcher, target, multi, nproc):
         assert role.env["MAD_DEPLOYMENT_TYPE"] == ("kubernetes" if target == "k8s" else "slurm")
         assert ("HSA_NO_SCRATCH_RECLAIM" in role.env) == (target == "k8s")
         if role.ray is not None and role.ray.part == "workers":
-            # The head's address, exported by the join loop from the head's status file.
-            assert "MASTER_ADDR" in role.unset_env and 'export MASTER_ADDR="${madinfra_head%:*}"' in role.command
+            # The head's address, which the node program reads from the head's status file.
+            assert "MASTER_ADDR" in role.unset_env and "python3 - worker " in role.command
         else:
             assert "MASTER_ADDR" in role.env or "MASTER_ADDR" in runtime
         assert "NODE_RANK" in role.env or "NODE_RANK" in runtime

@@ -86,7 +86,7 @@ def test_slurm_multi_node_is_a_ray_head_role_and_a_workers_role(plan):
         " --host 0.0.0.0 --port 8000 --distributed-executor-backend ray"
     )
     assert shlex.quote(f"{GUARD}\n{serve}") in head.command, "the engine is the supervisor's argument"
-    assert "ray start --block --disable-usage-stats --num-gpus=4" in workers.command
+    assert "python3 - worker --node-ip \"${VLLM_HOST_IP}\" --num-gpus 4" in workers.command
     assert "ray stop" not in head.command + workers.command, "never kill other Ray processes on a shared node"
     smaller = plan("slurm", "vllm", 2, 4).role("server")
     assert (smaller.env, smaller.runtime_env, smaller.command) == (head.env, head.runtime_env, head.command), "the head's script does not depend on the cluster's size"

@@ -54,7 +54,7 @@ from madinfra.config.option_words import option_word_problem
 from madinfra.config.schema import StackSpec
 from madinfra.errors import ConfigError
 from madinfra.launchers import kv_layout
-from madinfra.launchers.ray_head_supervisor import parse_topology as read_topology
+from madinfra.launchers.ray_node import parse_topology as read_topology
 from madinfra.launchers.model import LaunchPlan, RoleLaunch
 from madinfra_slurm import containers, logformat, markers, units
 
@@ -488,6 +488,6 @@ def topology_text(variables: dict[str, str]) -> str:
 
 def parse_topology(text: str) -> dict[str, str]:
     """The values of a ``topology.env`` as ``topology_text`` writes them (other lines ignored).
-    One reader for the provider and for the Ray head's supervisor, which runs on the node
+    One reader for the provider and for the Ray node program, which runs on the node
     without madinfra and so holds the code itself."""
     return read_topology(text)

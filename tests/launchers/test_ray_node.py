@@ -1,19 +1,23 @@
-"""The Ray head's supervisor, driven step by step: the engine starts when the cluster is whole,
-restarts (the head does not) when the cluster changes or the engine dies, and the status file
-says so. Ray itself is replaced by the injected node count; the SLURM sandbox test runs it
-against a real GCS."""
+"""The Ray node program. The head's supervisor driven step by step: the engine starts when the
+cluster is whole, restarts (the head does not) when the cluster changes or the engine dies, and
+the status file says so (Ray replaced by the injected node count). A worker run as a process
+with a stand-in ``ray`` command: it waits for the head, joins it, joins again when dropped or
+when a new head job appears, and SIGTERM ends every process its ``ray start`` started. The
+SLURM sandbox test runs both against a real GCS."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from madinfra.launchers import ray_head_supervisor as sup
+from madinfra.launchers import ray_node as sup
 
 
 class FakeEngine:
@@ -51,7 +55,7 @@ def world(tmp_path: Path):
 
     clock = Clock()
     supervisor = sup.Supervisor(args, lambda: alive["n"], spawn, clock)
-    supervisor.stop_engine = lambda: setattr(supervisor, "engine", None)  # type: ignore[method-assign]
+    supervisor.stop_engine = lambda grace=0: setattr(supervisor, "engine", None)  # type: ignore[method-assign]
     return supervisor, alive, engines, topology, clock
 
 
@@ -146,3 +150,79 @@ def test_stopping_the_engine_stops_its_whole_process_group(world, tmp_path: Path
     else:
         subprocess.run(["kill", "-9", str(child)])
         pytest.fail("the engine's child outlived the engine")
+
+
+FAKE_RAY = """#!/bin/bash
+# A stand-in ``ray start --block``: records its arguments, starts a grandchild the way Ray starts
+# its raylet (which must not outlive a SIGTERM to the node program), and blocks.
+echo "MASTER_ADDR=$MASTER_ADDR $*" >> "$OUT/ray.calls"
+/bin/sleep 300 &
+echo $! >> "$OUT/raylets"
+[ -n "$RAY_EXITS" ] && { /bin/sleep 0.5; exit 1; }  # dropped: its raylet is left re-parented
+wait
+"""
+
+
+def start_worker(tmp_path: Path, exits: bool = False) -> tuple[subprocess.Popen, Path, Path]:
+    bin_dir, out = tmp_path / "bin", tmp_path / "out"
+    bin_dir.mkdir()
+    out.mkdir()
+    (bin_dir / "ray").write_text(FAKE_RAY)
+    (bin_dir / "ray").chmod(0o755)
+    status = tmp_path / "server.status"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "OUT": str(out), **({"RAY_EXITS": "1"} if exits else {})}
+    args = ["worker", "--node-ip", "10.0.0.9", "--num-gpus", "2", "--status", str(status), "--poll", "0.1", "--rejoin", "0.2", "--stagger", "0"]
+    proc = subprocess.Popen([sys.executable, str(sup.__file__), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, out, status
+
+
+def wait_for(predicate, timeout: float = 10) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def calls(out: Path) -> list[str]:
+    path = out / "ray.calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_a_worker_follows_its_heads_life_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    proc, out, status = start_worker(tmp_path)
+    try:
+        time.sleep(0.5)
+        assert calls(out) == [], "no head yet"
+        status.write_text("job=5\naddress=10.0.0.5:6379\n")
+        wait_for(lambda: len(calls(out)) == 1)
+        status.write_text("job=6\naddress=10.0.0.6:6379\n")
+        wait_for(lambda: len(calls(out)) == 2)
+        raylets = [int(pid) for pid in (out / "raylets").read_text().split()]
+        wait_for(lambda: not sup.alive(raylets[0]))
+        assert sup.alive(raylets[1])
+        status.unlink()  # the head stopped
+        wait_for(lambda: not sup.alive(raylets[1]))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=15)[0]
+    assert proc.returncode == 0
+    assert [c.split("--address=")[1].split()[0] for c in calls(out)] == ["10.0.0.5:6379", "10.0.0.6:6379"]
+    assert calls(out)[0].startswith("MASTER_ADDR=10.0.0.5 start --block --disable-usage-stats --num-gpus=2")
+    assert "--node-ip-address=10.0.0.9" in calls(out)[0]
+    assert output.count("madinfra ray-workers: waiting for the Ray head to write its address to") == 1
+    assert "madinfra ray-workers: a new Ray head (job 6) replaced job 5; joining it" in output
+    assert "madinfra ray-workers: the Ray head (job 6) is gone; leaving its cluster" in output
+    wait_for(lambda: not any(sup.alive(pid) for pid in raylets)), "SIGTERM ends what ray start started"
+
+
+def test_a_worker_dropped_from_the_cluster_joins_again(tmp_path: Path) -> None:
+    proc, out, status = start_worker(tmp_path, exits=True)
+    status.write_text("job=5\naddress=10.0.0.5:6379\n")
+    try:
+        wait_for(lambda: len(calls(out)) >= 2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=15)[0]
+    assert "not in the Ray cluster at 10.0.0.5:6379; joining again in 0.2 s" in output
+    raylets = [int(pid) for pid in (out / "raylets").read_text().split()]
+    wait_for(lambda: not any(sup.alive(pid) for pid in raylets))
