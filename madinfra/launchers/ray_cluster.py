@@ -1,8 +1,8 @@
 """A Ray cluster across two SLURM jobs: the head (with the engine) and the workers that join it.
 
 Multi-node vLLM on SLURM runs one model across nodes (a pipeline stage per node) on a Ray
-cluster. madengine starts that cluster inside one allocation, the head being a line in rank 0's
-command, so any change to any node restarts everything. Here the cluster is two roles, which
+cluster. Started inside one allocation, with the head a line in rank 0's command (madinfra's
+earlier form), any change to any node restarts everything. Here the cluster is two roles, which
 the SLURM provider submits as two jobs:
 
 - ``server`` (the head): one node that runs ``ray_node.py head``: the Ray head (GCS on
@@ -12,11 +12,11 @@ the SLURM provider submits as two jobs:
   pipeline stage 0 and serves the API, so the stack's endpoint is the head's node.
 - ``server-workers``: the other ``nnodes - 1`` nodes, each running ``ray_node.py worker``: it
   reads the head's address from the status file and joins with ``ray start --block``, joining
-  again whenever it is dropped or a new head job reports itself, so workers survive a head
-  restart.
+  again whenever it is dropped, and leaving at once when its head stops or a new head job
+  reports itself, so a workers' job survives a head restart.
 
 What may change without restarting the head: the cluster's size lives in the stack's topology
-file (``NNODES``, the pipeline size), which the supervisor reads before each engine start, so a
+file (``NNODES``, the pipeline size), which the head reads before each engine start, so a
 resize only replaces the workers' job and restarts the engine (vLLM cannot change its pipeline
 while it runs). Anything in the head's own script (the image, the environment, the engine's
 flags, the TP size) replaces the head job, and the plan says that the head restarts.
