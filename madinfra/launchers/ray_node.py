@@ -356,13 +356,23 @@ def start_head(args: argparse.Namespace, head: RayProcess, deadline: float) -> b
     return False
 
 
+def status_fields(text: str) -> dict[str, str]:
+    """A status file's ``key=value`` lines (``status_text``) as a dict; the SLURM provider reads
+    the file with this too."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
 def read_status(path: str) -> dict[str, str]:
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            return status_fields(handle.read())
     except OSError:
         return {}
-    return {key: value for key, sep, value in (line.partition("=") for line in text.splitlines()) if sep}
 
 
 def remove(path: str) -> None:

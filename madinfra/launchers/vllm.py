@@ -65,6 +65,13 @@ def serve_command(ctx: LaunchContext) -> str:
 
 
 def roles(ctx: LaunchContext) -> list[RoleLaunch]:
+    if ray_across_jobs(ctx):
+        return _ray_cluster_roles(ctx)
+    if ctx.multi_node and not ctx.on_k8s:
+        raise MadinfraError(
+            f"Stack '{ctx.stack}': multi-node vLLM on SLURM runs one model across the nodes with a Ray "
+            f"cluster, so distributed.vllm_backend must be 'ray' (got '{backend(ctx)}'); remove it or set it to 'ray'."
+        )
     draft = start_role(ctx, "server", ctx.nnodes, 0, ctx.gpus, ray_style=True)
     draft.set("VLLM_TENSOR_PARALLEL_SIZE", ctx.nproc)
     draft.set("VLLM_PIPELINE_PARALLEL_SIZE", pipeline_size(ctx))
@@ -74,22 +81,15 @@ def roles(ctx: LaunchContext) -> list[RoleLaunch]:
     if not ctx.multi_node:
         draft.run(*server)
         return [finish(ctx, draft)]
+    # Kubernetes: every pod is a one-node Ray cluster of its own.
     export_pod_ip(ctx, draft)
-    draft.export("VLLM_HOST_IP", "${POD_IP}" if ctx.on_k8s else ctx.self_ip())
+    draft.export("VLLM_HOST_IP", "${POD_IP}")
     uses_ray = backend(ctx) == "ray"
     if uses_ray:
         draft.ports["ray"] = RAY_PORT
-    node_ip = "${POD_IP}" if ctx.on_k8s else "${VLLM_HOST_IP}"
-    head = f"ray stop --force; ray start --head --port={RAY_PORT} --node-ip-address={node_ip} --num-gpus={ctx.nproc} || exit 1"
-    if ctx.on_k8s:
-        draft.run(*((head,) if uses_ray else ()), *server)
-        return [finish(ctx, draft)]
-    if not uses_ray:
-        raise MadinfraError(
-            f"Stack '{ctx.stack}': multi-node vLLM on SLURM runs one model across the nodes with a Ray "
-            f"cluster, so distributed.vllm_backend must be 'ray' (got '{backend(ctx)}'); remove it or set it to 'ray'."
-        )
-    return _ray_cluster_roles(ctx)
+    head = f"ray stop --force; ray start --head --port={RAY_PORT} --node-ip-address=${{POD_IP}} --num-gpus={ctx.nproc} || exit 1"
+    draft.run(*((head,) if uses_ray else ()), *server)
+    return [finish(ctx, draft)]
 
 
 def _ray_cluster_roles(ctx: LaunchContext) -> list[RoleLaunch]:

@@ -370,8 +370,8 @@ class SlurmProvider:
         }
         if pool is not None:
             submit.update(pool=pool, replica=replica)
-        if role.first_rank:
-            submit["first_rank"] = role.first_rank
+        if role.first_rank and pool is None:
+            submit["first_rank"] = role.first_rank  # a pool replica's rank is its replica index
         if role.ray is not None:
             ray = role.ray
             submit["ray"] = {
@@ -606,8 +606,7 @@ class SlurmProvider:
             # A pool replica's rollback copies (pools.py) go with it too.
             kept = (scripts.script_file(role), scripts.secrets_file(role)) if resource.replica is not None else ()
             previous = "".join(f" {quoted}/{shlex.quote(name + pools.PREVIOUS_SUFFIX)}" for name in kept)
-            ray = ray_heads.ray_settings(resource) or {}
-            if resource.status.get("ray") is not None or ray.get("part") == "head":
+            if resource.status.get("ray") is not None:
                 # The head's status file names the dead head's address; the supervisor removes
                 # it on SIGTERM, but not when its node or the job was killed.
                 previous += f" {quoted}/{shlex.quote(ray_cluster.status_file(role))}"

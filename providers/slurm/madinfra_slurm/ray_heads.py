@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from madinfra.launchers.ray_cluster import STATUS_DIR, WORKERS_SUFFIX
+from madinfra.launchers.ray_node import status_fields
 from madinfra.resources import Change, Resource
 from madinfra_slurm import rules
 
@@ -64,11 +66,7 @@ def _int(value: str | None) -> int | None:
 
 def parse_status(text: str) -> HeadStatus | None:
     """The status file's fields; ``None`` for a file without an address (not the head's)."""
-    fields = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            fields[key.strip()] = value.strip()
+    fields = status_fields(text)
     if not fields.get("address"):
         return None
     return HeadStatus(
@@ -152,8 +150,6 @@ def plan_warnings(changes: list[Change]) -> list[str]:
 def attach(jobs: list[Resource], files: list[tuple[str, str]], now: int | None) -> None:
     """Give each live head job its cluster as its status file describes it (``status["ray"]``),
     and each workers job the role of its cluster (its job name is ``<cluster>-workers``)."""
-    from madinfra.launchers.ray_cluster import STATUS_DIR, WORKERS_SUFFIX
-
     statuses = {}
     for path, text in files:
         directory, _, name = path.partition("/")
