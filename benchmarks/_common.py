@@ -7,9 +7,13 @@ to every table so a reader can judge it.
 
 from __future__ import annotations
 
+import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,8 +39,6 @@ def header(title: str) -> None:
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -104,7 +106,53 @@ def node_counts(launcher: str) -> list[int]:
 
 def checkout_env(**extra: str) -> dict[str, str]:
     """Environment for child processes that run this checkout's madinfra (PYTHONPATH first)."""
-    import os
-
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT), **extra}
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback, for a stand-in server's fixed port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sandbox_cli(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``madinfra ARGS`` (this checkout's) in ``workdir`` against the SLURM sandbox; a failure
+    ends the benchmark with madinfra's own output."""
+    env = checkout_env(MADINFRA_SSH_TARGET=str(SANDBOX_TARGET), NO_COLOR="1")
+    proc = subprocess.run([sys.executable, "-c", "from madinfra.cli import main; main()", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise SystemExit(f"madinfra {' '.join(args)} failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+class Poller:
+    """Calls ``sample(step)`` every ``interval`` seconds in a thread while the ``with`` block runs
+    (an apply), ``step`` being the seconds since the last sample, so a subclass can add up how
+    long something was observed."""
+
+    interval = 0.1
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Poller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self, step: float) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.is_set():
+            time.sleep(self.interval)
+            now = time.perf_counter()
+            step, last = now - last, now
+            self.sample(step)

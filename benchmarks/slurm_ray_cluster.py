@@ -17,15 +17,10 @@ Run: python benchmarks/slurm_ray_cluster.py [--rounds N]
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -34,18 +29,12 @@ from typing import Any
 
 import yaml
 
-from _common import SANDBOX_TARGET, header, table
+from _common import SANDBOX_TARGET, Poller, free_port, header, sandbox_cli, table
 
 HERE = Path(__file__).resolve().parent
 ENGINE = HERE.parent / "tests" / "providers" / "slurm" / "standin_ray_engine.py"
 RAY_PATH = SANDBOX_TARGET.parent / "ray-path"
 STEPS = ("create (2 nodes)", "resize 2 -> 3 (head kept)", "workers lost, applied again", "engine flags (head restarts)", "destroy")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def stack(name: str, port: int, nnodes: int, tag: str) -> dict[str, Any]:
@@ -61,11 +50,7 @@ def stack(name: str, port: int, nnodes: int, tag: str) -> dict[str, Any]:
 
 
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MADINFRA_SSH_TARGET": str(SANDBOX_TARGET), "NO_COLOR": "1"}
-    proc = subprocess.run([sys.executable, "-c", "from madinfra.cli import main; main()", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise SystemExit(f"madinfra {' '.join(args)} failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
-    return proc
+    return sandbox_cli(workdir, *args, timeout=900)
 
 
 def ssh(command: str) -> str:
@@ -78,34 +63,22 @@ def job_ids(name: str) -> dict[str, str]:
     return {job.rsplit(".", 1)[1]: job_id for job_id, job, state in (row.split() for row in rows.splitlines()) if state == "RUNNING"}
 
 
-class Downtime:
+class Downtime(Poller):
     """Seconds ``/health`` did not answer while an apply ran (polled every 0.2 s)."""
 
+    interval = 0.2
+
     def __init__(self, port: int):
+        super().__init__()
         self.url = f"http://127.0.0.1:{port}/health"
         self.down = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Downtime":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        last = time.perf_counter()
-        while not self._stop.is_set():
-            time.sleep(0.2)
-            now = time.perf_counter()
-            step, last = now - last, now
-            try:
-                with urllib.request.urlopen(self.url, timeout=1):
-                    pass
-            except OSError:
-                self.down += step
+    def sample(self, step: float) -> None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=1):
+                pass
+        except OSError:
+            self.down += step
 
 
 def one_round() -> list[tuple[str, float, float, str]]:

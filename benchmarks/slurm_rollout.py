@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -37,17 +33,11 @@ from typing import Any
 
 import yaml
 
-from _common import SANDBOX_TARGET, header, table
+from _common import SANDBOX_TARGET, Poller, free_port, header, sandbox_cli, table
 
 HERE = Path(__file__).resolve().parent
 STANDINS = HERE.parent / "tests" / "providers" / "slurm"
 STEPS = ("create 1+3", "decode 3 -> 2", "decode 2 -> 3", "roll decode (surge 1)", "KV layout change (both pools together)", "destroy")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def stack(name: str, port: int, decode: int, version: str = "1", page_size: int = 16) -> dict[str, Any]:
@@ -83,17 +73,14 @@ def install(workdir: Path) -> None:
 
 
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MADINFRA_SSH_TARGET": str(SANDBOX_TARGET), "NO_COLOR": "1"}
-    proc = subprocess.run([sys.executable, "-c", "from madinfra.cli import main; main()", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise SystemExit(f"madinfra {' '.join(args)} failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
-    return proc
+    return sandbox_cli(workdir, *args)
 
 
-class ProxyWatch:
+class ProxyWatch(Poller):
     """Polls the proxy's ``/endpoints`` while an apply runs (see the module docstring)."""
 
     def __init__(self, port: int, final: dict[str, int], rolled: str | None = None):
+        super().__init__()
         self.url = f"http://127.0.0.1:{port}/endpoints"
         self.final = final
         self.rolled = rolled
@@ -108,46 +95,32 @@ class ProxyWatch:
         self.mixed = 0
         """Samples in which the proxy listed jobs of before the apply and jobs started by it at
         once (after a KV layout change: old prefill with new decode; the goal is 0)."""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "ProxyWatch":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        last = time.perf_counter()
-        while not self._stop.is_set():
-            time.sleep(0.1)
-            now = time.perf_counter()
-            step, last = now - last, now
-            try:
-                with urllib.request.urlopen(self.url, timeout=1) as response:
-                    seen = json.loads(response.read())
-            except OSError:
-                self.silent += step
-                continue
-            for pool in self.final:
-                if not seen.get(pool):
-                    self.zero[pool] += step
-            counts = {pool: len(seen.get(pool) or []) for pool in self.final}
-            every = {job for pool in self.final for job in (seen.get("jobs") or {}).get(pool, [])}
-            if self.first_jobs is None:
-                self.first_jobs = every
-            elif every & self.first_jobs and every - self.first_jobs:
-                self.mixed += 1
-            jobs = set((seen.get("jobs") or {}).get(self.rolled, [])) if self.rolled else set()
-            if self.old_jobs is None:
-                self.old_jobs = jobs
-            new = not self.rolled or not (jobs & self.old_jobs)
-            if counts == self.final and new and self.serving_at is None:
-                self.serving_at = now - self.start
-            elif counts != self.final or not new:
-                self.serving_at = None
+    def sample(self, step: float) -> None:
+        now = time.perf_counter()
+        try:
+            with urllib.request.urlopen(self.url, timeout=1) as response:
+                seen = json.loads(response.read())
+        except OSError:
+            self.silent += step
+            return
+        for pool in self.final:
+            if not seen.get(pool):
+                self.zero[pool] += step
+        counts = {pool: len(seen.get(pool) or []) for pool in self.final}
+        every = {job for pool in self.final for job in (seen.get("jobs") or {}).get(pool, [])}
+        if self.first_jobs is None:
+            self.first_jobs = every
+        elif every & self.first_jobs and every - self.first_jobs:
+            self.mixed += 1
+        jobs = set((seen.get("jobs") or {}).get(self.rolled, [])) if self.rolled else set()
+        if self.old_jobs is None:
+            self.old_jobs = jobs
+        new = not self.rolled or not (jobs & self.old_jobs)
+        if counts == self.final and new and self.serving_at is None:
+            self.serving_at = now - self.start
+        elif counts != self.final or not new:
+            self.serving_at = None
 
 
 def pool_line(workdir: Path, path: Path) -> str:
